@@ -1,0 +1,36 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { LocalStackError } from './errors.ts';
+import { repoRoot } from './paths.ts';
+
+const port = z.coerce.number().int().min(1).max(65535);
+
+const envSchema = z.object({
+  /** Use this database instead of starting embedded Postgres (e.g. a Supabase connection string). */
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  /** Where the local stack keeps its data (Postgres cluster, generated secrets). */
+  BFG_DATA_DIR: z.string().min(1).default(path.join(repoRoot, '.data')),
+  /** Port of the embedded Postgres. 54322 is the Supabase CLI's local database port. */
+  BFG_DB_PORT: port.default(54322),
+  /** Name of the application database in the embedded cluster. */
+  BFG_DB_NAME: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lowercase letters, digits and _').default('bfg'),
+  /** Address the local services listen on. Loopback unless you mean to expose them. */
+  BFG_LISTEN_HOST: z.string().min(1).default('127.0.0.1'),
+});
+
+export type LocalConfig = Readonly<z.infer<typeof envSchema>>;
+
+/**
+ * Reads the local stack's configuration from the environment. Fails with one message that names
+ * every bad variable, so a user fixes them all in one go.
+ */
+export function loadLocalConfig(env: NodeJS.ProcessEnv = process.env): LocalConfig {
+  // An empty variable means "not set" (as in a .env file with `DATABASE_URL=`).
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
+    throw new LocalStackError(`Invalid environment variables:\n${lines.join('\n')}`);
+  }
+  return Object.freeze(parsed.data);
+}
