@@ -108,6 +108,10 @@ declare
 begin
   if tg_table_name = 'mqtt_connection_secret' then
     changed_id := case tg_op when 'DELETE' then old.connection_id else new.connection_id end;
+    -- Deleting a connection cascades here; its own trigger already said DELETE.
+    if not exists (select 1 from public.mqtt_connection c where c.id = changed_id) then
+      return null;
+    end if;
     perform pg_notify('mqtt_connection:changed', json_build_object('id', changed_id, 'op', 'UPDATE')::text);
   else
     changed_id := case tg_op when 'DELETE' then old.id else new.id end;
