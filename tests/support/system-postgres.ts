@@ -23,12 +23,12 @@ export async function startSystemPostgres(options: {
   port: number;
   password: string;
 }): Promise<SystemPostgres> {
-  const ids = process.getuid?.() === 0 ? postgresUserIds() : {};
+  const ids = process.getuid?.() === 0 ? postgresUserIds() : undefined;
   const dataDir = path.join(options.baseDir, 'data');
   const pwFile = path.join(options.baseDir, 'pwfile');
   fs.writeFileSync(pwFile, `${options.password}\n`, { mode: 0o644 });
   fs.mkdirSync(dataDir, { mode: 0o700 });
-  if ('uid' in ids) fs.chownSync(dataDir, ids.uid, ids.gid);
+  if (ids) fs.chownSync(dataDir, ids.uid, ids.gid);
 
   execFileSync(
     path.join(options.binDir, 'initdb'),

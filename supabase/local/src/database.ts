@@ -22,7 +22,7 @@ export interface LocalDatabase {
 export async function openLocalDatabase(config: LocalConfig, log: (message: string) => void): Promise<LocalDatabase> {
   if (config.DATABASE_URL) {
     const migration = await migrateUrl(config.DATABASE_URL, log);
-    return { url: config.DATABASE_URL, embedded: false, migration, stop: async () => undefined };
+    return { url: config.DATABASE_URL, embedded: false, migration, stop: () => Promise.resolve() };
   }
 
   const secrets = await loadOrCreateSecrets(config.BFG_DATA_DIR);

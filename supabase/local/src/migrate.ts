@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Sql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { coerceError } from './errors.ts';
 import { schemaPaths, type SchemaPaths } from './paths.ts';
 
@@ -90,7 +90,7 @@ export async function migrate(sql: Sql, options: MigrateOptions = {}): Promise<M
 }
 
 /** Supabase projects have the `supabase_admin` role; plain Postgres does not. */
-async function isSupabase(sql: Sql): Promise<boolean> {
+async function isSupabase(sql: TransactionSql): Promise<boolean> {
   const [row] = await sql<{ supabase: boolean }[]>`
     select exists (select 1 from pg_roles where rolname = 'supabase_admin') as supabase`;
   return row?.supabase ?? false;
@@ -111,16 +111,15 @@ export async function listMigrations(dir: string): Promise<MigrationFile[]> {
   return migrations;
 }
 
-async function runFile(sql: Sql, file: string, label: string): Promise<void> {
+async function runFile(sql: TransactionSql, file: string, label: string): Promise<void> {
   await runText(sql, await fs.readFile(file, 'utf8'), label);
 }
 
-async function runText(sql: Sql, text: string, label: string): Promise<void> {
+async function runText(sql: TransactionSql, text: string, label: string): Promise<void> {
   try {
     // unsafe: trusted SQL files from the repository, several statements each (simple protocol).
     await sql.unsafe(text);
   } catch (err) {
-    const error = coerceError(err);
-    throw new Error(`${label} failed: ${error.message}`, { cause: error });
+    throw new Error(`${label} failed: ${coerceError(err).message}`, { cause: err });
   }
 }
