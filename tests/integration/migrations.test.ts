@@ -1,8 +1,9 @@
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getFreePort, listMigrations, migrate, schemaPaths } from '@bfg/local';
+import { getFreePort, listMigrations, migrate, repoRoot, schemaPaths } from '@bfg/local';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { systemPostgresBinDir, startSystemPostgres } from '../support/system-postgres.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
@@ -46,13 +47,37 @@ describe('migrations on an empty database', () => {
   });
 
   it('has row level security on every table of the public schema, partitions included', async () => {
-    const tables = await db.sql<{ name: string; rls: boolean }[]>`
-      select c.relname as name, c.relrowsecurity as rls
-      from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where n.nspname = 'public' and c.relkind in ('r', 'p')
-      order by 1`;
-    expect(tables.length).toBeGreaterThanOrEqual(14);
-    expect(tables.filter((t) => !t.rls).map((t) => t.name)).toEqual([]);
+    const check = await fs.readFile(path.join(repoRoot, 'sql/checks/tables_without_rls.sql'), 'utf8');
+    expect(await db.sql.unsafe(check)).toEqual([]);
+    // The check must see the tables at all: create one without RLS and it is reported.
+    await db.sql`create table public.probe_without_rls (id int)`;
+    try {
+      expect(await db.sql.unsafe(check)).toEqual([{ table_name: 'probe_without_rls' }]);
+    } finally {
+      await db.sql`drop table public.probe_without_rls`;
+    }
+  });
+
+  it('moves rows from the default partition when the partition for their month is created', async () => {
+    const [sensor] = await db.sql<{ id: string }[]>`select nextval(pg_get_serial_sequence('sensor', 'id'))::text as id`;
+    await db.sql`insert into sensor_reading (sensor_id, ts, value) values
+                 (${sensor!.id}, '2031-05-10T00:00:00Z', 1), (${sensor!.id}, '2031-05-31T23:59:59Z', 2),
+                 (${sensor!.id}, '2031-06-01T00:00:00Z', 3)`;
+    const where = async () => db.sql<{ part: string; value: number }[]>`
+      select tableoid::regclass::text as part, value from sensor_reading where sensor_id = ${sensor!.id} order by ts`;
+    expect((await where()).map((r) => r.part)).toEqual(['sensor_reading_default', 'sensor_reading_default', 'sensor_reading_default']);
+    const [created] = await db.sql<{ name: string | null }[]>`select private.create_sensor_reading_partition('2031-05-15') as name`;
+    expect(created!.name).toBe('sensor_reading_2031_05');
+    expect((await where()).map((r) => [r.part, r.value])).toEqual([
+      ['sensor_reading_2031_05', 1], ['sensor_reading_2031_05', 2], ['sensor_reading_default', 3],
+    ]);
+    // Idempotent, and (sensor, ts) stays unique across the move.
+    const [again] = await db.sql<{ name: string | null }[]>`select private.create_sensor_reading_partition('2031-05-01') as name`;
+    expect(again!.name).toBeNull();
+    await expect(db.sql`insert into sensor_reading (sensor_id, ts, value) values (${sensor!.id}, '2031-05-10T00:00:00Z', 9)`)
+      .rejects.toMatchObject({ code: '23505' });
+    const ahead = await db.sql<{ name: string }[]>`select name from private.ensure_sensor_reading_partitions(4) as name`;
+    expect(ahead.length).toBeGreaterThanOrEqual(1);
   });
 
   it('keeps sensor_reading out of every publication and the followed tables in supabase_realtime', async () => {
