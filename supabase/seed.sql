@@ -6,8 +6,9 @@ insert into public.site (slug, name, description)
 values ('demo', 'Demo site', 'Simulated gateways publishing to the embedded demo broker.')
 on conflict (slug) do nothing;
 
-insert into public.mqtt_connection (site_id, host, port, protocol, is_active)
-select s.id, '127.0.0.1', 1883, 'mqtt', true
+-- MQTT 3.1.1 (protocol_version 4): the embedded demo broker (aedes) does not speak MQTT 5.
+insert into public.mqtt_connection (site_id, host, port, protocol, protocol_version, is_active)
+select s.id, '127.0.0.1', 1883, 'mqtt', 4, true
 from public.site s
 where s.slug = 'demo'
 on conflict (site_id) do nothing;

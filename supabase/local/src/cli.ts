@@ -2,12 +2,13 @@
 import { parseArgs } from 'node:util';
 import { loadLocalConfig } from './config.ts';
 import { embeddedDatabaseUrl, openLocalDatabase } from './database.ts';
+import { startLocalStack } from './stack.ts';
 import { LocalStackError } from './errors.ts';
 
 const USAGE = `Usage: bfg-local <command>
 
 Commands:
-  start     start the local stack (embedded Postgres, migrated and seeded) and run until Ctrl-C
+  start     run the local system (Postgres, demo broker, ingestor, simulator) until Ctrl-C
   migrate   apply bootstrap, new migrations and (on first run) the seed, then exit
   url       print the application database's connection URL (with its password, for psql)
 
@@ -31,32 +32,22 @@ async function main(): Promise<void> {
     console.log(config.DATABASE_URL ?? (await embeddedDatabaseUrl(config)));
     return;
   }
-  const db = await openLocalDatabase(config, log);
-  const { applied, seeded } = db.migration;
-  log(applied.length ? `schema up to date (${applied.length} new migration(s))` : 'schema up to date (no new migrations)');
-  if (seeded) log('demo data seeded');
-
   if (command === 'migrate') {
+    const db = await openLocalDatabase(config, log);
+    const { applied, seeded } = db.migration;
+    log(applied.length ? `applied ${applied.length} migration(s)` : 'no new migrations');
+    if (seeded) log('demo data seeded');
     await db.stop();
     return;
   }
 
-  log(db.embedded ? `Postgres listening on ${redact(db.url)}` : `using DATABASE_URL ${redact(db.url)}`);
-  if (db.embedded) log('connect with: psql "$(npm run -s db:url)"');
+  const stack = await startLocalStack(config, log);
   log('press Ctrl-C to stop');
-
   await waitForSignal(async () => {
     log('stopping…');
-    await db.stop();
+    await stack.stop();
     log('stopped');
   });
-}
-
-/** Hides the password of a connection URL for printing. */
-function redact(url: string): string {
-  const parsed = new URL(url);
-  if (parsed.password) parsed.password = '***';
-  return parsed.toString();
 }
 
 /** First SIGINT/SIGTERM stops gracefully; a second one exits at once. */

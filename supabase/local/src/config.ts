@@ -14,6 +14,10 @@ const envSchema = z.object({
   BFG_DB_PORT: port.default(54322),
   /** Name of the application database in the embedded cluster. */
   BFG_DB_NAME: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lowercase letters, digits and _').default('bfg'),
+  /** Port of the embedded demo MQTT broker (the seeded demo connection points at 1883). */
+  BFG_MQTT_PORT: port.default(1883),
+  /** Run the device simulator against the demo broker. */
+  BFG_SIMULATE: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
   /** Address the local services listen on. Loopback unless you mean to expose them. */
   BFG_LISTEN_HOST: z.string().min(1).default('127.0.0.1'),
 });

@@ -5,3 +5,4 @@ export { LocalStackError, coerceError } from './errors.ts';
 export { migrate, listMigrations, type MigrateOptions, type MigrateResult } from './migrate.ts';
 export { schemaPaths, repoRoot, type SchemaPaths } from './paths.ts';
 export { getFreePort, isPortFree } from './port.ts';
+export { startDemoBroker, type DemoBroker, type DemoBrokerOptions } from './demo-broker.ts';

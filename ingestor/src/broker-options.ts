@@ -1,0 +1,55 @@
+import { createHash } from 'node:crypto';
+import type { IClientOptions } from 'mqtt';
+import type { ConnectionRow } from './sql/connections.ts';
+
+/** Everything that, when changed, requires a new client: a digest (secrets included, never logged). */
+export function settingsFingerprint(row: ConnectionRow): string {
+  const { siteSlug: _slug, ...settings } = row;
+  return createHash('sha256').update(JSON.stringify(settings)).digest('hex');
+}
+
+/** The broker as it may appear in logs and status details: no credentials. */
+export function describeBroker(row: ConnectionRow): string {
+  return `${row.protocol}://${row.host}:${row.port}${row.protocol.startsWith('ws') ? row.wsPath : ''}`;
+}
+
+/**
+ * MQTT.js options for a connection row. Reconnection is ours (`reconnectPeriod: 0`): MQTT.js only
+ * knows a fixed period and does not retry refused CONNACKs, while a session retries every failure
+ * with capped exponential backoff and jitter — one owner per retry loop.
+ */
+export function clientOptions(row: ConnectionRow, receiveMaximum: number): IClientOptions {
+  const tls = row.protocol === 'mqtts' || row.protocol === 'wss';
+  return {
+    protocol: row.protocol,
+    host: row.host,
+    port: row.port,
+    ...(row.protocol.startsWith('ws') ? { path: row.wsPath } : {}),
+    protocolVersion: row.protocolVersion,
+    clientId: row.clientId,
+    clean: row.cleanStart,
+    keepalive: row.keepaliveS,
+    ...(row.username ? { username: row.username } : {}),
+    ...(row.password ? { password: row.password } : {}),
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    // Subscriptions are made by the session on every connect the broker did not keep a session for.
+    resubscribe: false,
+    ...(row.protocolVersion === 5
+      ? { properties: { sessionExpiryInterval: row.cleanStart ? 0 : row.sessionExpiryS, receiveMaximum } }
+      : {}),
+    ...(tls
+      ? {
+          rejectUnauthorized: row.rejectUnauthorized,
+          ...(row.caCert ? { ca: row.caCert } : {}),
+          ...(row.clientCert ? { cert: row.clientCert } : {}),
+          ...(row.clientKey ? { key: row.clientKey } : {}),
+        }
+      : {}),
+  };
+}
+
+/** Subscription filters, as `$share/<group>/<filter>` when the connection is shared between instances. */
+export function subscriptionFilters(row: ConnectionRow): string[] {
+  return row.subscribeFilters.map((filter) => (row.shareGroup ? `$share/${row.shareGroup}/${filter}` : filter));
+}

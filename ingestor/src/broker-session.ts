@@ -1,0 +1,217 @@
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import { backoffDelay } from './backoff.ts';
+import type { BatchWriter } from './batch-writer.ts';
+import { clientOptions, describeBroker, settingsFingerprint, subscriptionFilters } from './broker-options.ts';
+import type { DiscoveryAggregator } from './discovery.ts';
+import { coerceError } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { processMessage, type ConnectionContext } from './message-pipeline.ts';
+import type { ParserRegistry } from './parsers/registry.ts';
+import type { ConnectionRow } from './sql/connections.ts';
+import type { StatusReporter } from './status-reporter.ts';
+import { TopicMatcher, type TopicPattern } from './topic-matcher.ts';
+
+export interface SessionDeps {
+  writer: BatchWriter;
+  discovery: DiscoveryAggregator;
+  reporter: StatusReporter;
+  registry: ParserRegistry;
+  logger: Logger;
+  options: { maxPayloadBytes: number; archiveUnmatched: boolean; reconnectMaxMs: number; receiveMaximum: number };
+}
+
+/**
+ * Handed to MQTT.js' handleMessage callback so that it moves on to the next packet without
+ * sending this one's PUBACK. MQTT.js handles one packet at a time and acknowledges a QoS 1 message
+ * only from that callback (handlers/publish.ts, client.ts `work`); acknowledging after commit with
+ * it would allow one message per database round trip. Instead the session lets MQTT.js continue at
+ * once and sends the PUBACKs itself, in the order received, when the batch holding them commits.
+ */
+const DEFERRED_ACK = new Error('PUBACK deferred until the rows are committed');
+
+type PubackSender = { _sendPacket(packet: { cmd: 'puback'; messageId: number }, cb?: () => void): void };
+
+interface AckTicket {
+  messageId: number;
+  state: 'pending' | 'committed' | 'failed';
+}
+
+/**
+ * One broker connection: an MQTT.js client, its subscriptions, the deferred acknowledgements of
+ * its QoS 1 messages, and its own reconnect loop (capped exponential backoff with jitter).
+ */
+export class BrokerSession {
+  readonly fingerprint: string;
+  private client: MqttClient | undefined;
+  private context: ConnectionContext;
+  private attempt = 0;
+  private everConnected = false;
+  private connected = false;
+  private stopping = false;
+  private paused = false;
+  private lastError: string | null = null;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Bumped on every disconnect: acknowledgements of an older connection are never sent. */
+  private generation = 0;
+  private acks: AckTicket[] = [];
+  private readonly log: Logger;
+
+  readonly row: ConnectionRow;
+
+  private readonly deps: SessionDeps;
+
+
+  constructor(row: ConnectionRow, patterns: readonly TopicPattern[], deps: SessionDeps) {
+    this.row = row;
+    this.deps = deps;
+    this.fingerprint = settingsFingerprint(row);
+    this.context = { connectionId: row.id, siteId: row.siteId, siteSlug: row.siteSlug, matcher: new TopicMatcher(patterns) };
+    this.log = deps.logger.child({ connectionId: row.id, broker: describeBroker(row) });
+  }
+
+  get id(): string {
+    return this.row.id;
+  }
+
+  start(): void {
+    this.report('connecting', `connecting to ${describeBroker(this.row)}`, 'connect', 'info');
+    const client = mqtt.connect(clientOptions(this.row, this.deps.options.receiveMaximum));
+    this.client = client;
+    client.handleMessage = (packet, callback) => this.onMessage(packet, callback);
+    client.on('connect', (connack) => this.onConnect(connack.sessionPresent));
+    client.on('error', (err) => {
+      this.lastError = describeError(err);
+    });
+    client.on('close', () => this.onClose());
+  }
+
+  /** Swaps the topic patterns without reconnecting. */
+  updatePatterns(patterns: readonly TopicPattern[]): void {
+    if (this.context.matcher.sameAs(patterns)) return;
+    this.context = { ...this.context, matcher: new TopicMatcher(patterns) };
+    this.log.info({ patterns: patterns.length }, 'topic patterns updated');
+  }
+
+  /** Stops taking messages: MQTT.js reads nothing more until the session ends. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Ends the client (after the PUBACKs of committed messages went out). */
+  async stop(detail: string, report = true): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.retryTimer);
+    const client = this.client;
+    if (client) {
+      client.removeAllListeners('close');
+      // force: a broker that never answered must not hold up shutdown or a restart.
+      await client.endAsync(!this.connected).catch(() => undefined);
+    }
+    if (report) this.report('disconnected', detail, 'disconnect', 'info');
+  }
+
+  private onConnect(sessionPresent: boolean): void {
+    this.connected = true;
+    this.attempt = 0;
+    this.lastError = null;
+    const wasConnected = this.everConnected;
+    this.everConnected = true;
+    this.report('connected', sessionPresent ? 'connected; the broker kept our session and subscriptions' : 'connected',
+      wasConnected ? 'reconnect' : 'connect', 'info');
+    if (sessionPresent) return;
+    const filters = subscriptionFilters(this.row);
+    // QoS 1 at most: MQTT.js acknowledges QoS 2 differently, and readings are idempotent anyway.
+    this.client?.subscribe(filters, { qos: 1 }, (err, granted) => {
+      if (err) {
+        this.report('error', `subscribe failed: ${describeError(err)}`, 'error', 'error');
+        return;
+      }
+      const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
+      if (refused.length > 0) this.report('connected', `broker refused subscriptions: ${refused.join(', ')}`, 'subscribe', 'warn');
+      else this.report('connected', `subscribed to ${filters.join(', ')}`, 'subscribe', 'info');
+    });
+  }
+
+  private onClose(): void {
+    const wasConnected = this.connected;
+    this.connected = false;
+    this.generation += 1;
+    this.acks = [];
+    if (this.stopping) return;
+    const delay = backoffDelay(this.attempt++, { maxMs: this.deps.options.reconnectMaxMs });
+    const reason = this.lastError ?? 'connection closed';
+    if (wasConnected) this.report('reconnecting', `connection lost (${reason}); reconnecting in ${delay} ms`, 'disconnect', 'warn');
+    else this.report('error', `${reason}; retrying in ${delay} ms`, 'error', 'error');
+    this.retryTimer = setTimeout(() => {
+      if (this.stopping) return;
+      this.report(this.everConnected ? 'reconnecting' : 'connecting', `reconnecting (attempt ${this.attempt + 1})`, 'reconnect', 'info');
+      this.client?.reconnect();
+    }, delay);
+  }
+
+  private onMessage(packet: IPublishPacket, callback: (err?: Error) => void): void {
+    const receivedAt = new Date();
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const processed = processMessage(
+      this.context,
+      { topic: packet.topic, payload, qos: packet.qos, retained: packet.retain, receivedAt },
+      this.deps.registry,
+      this.deps.options,
+    );
+    this.deps.discovery.record(processed);
+    this.deps.reporter.touch(this.row.id, receivedAt);
+    const committed = this.deps.writer.submit(processed);
+
+    if (packet.qos === 0 || packet.messageId === undefined) {
+      committed.catch(() => undefined);
+      this.admit(() => callback());
+      return;
+    }
+    const ticket: AckTicket = { messageId: packet.messageId, state: 'pending' };
+    const generation = this.generation;
+    this.acks.push(ticket);
+    committed.then(
+      () => {
+        ticket.state = 'committed';
+        this.sendAcks(generation);
+      },
+      () => {
+        // Not committed: no PUBACK, so the broker delivers it again after a reconnect.
+        ticket.state = 'failed';
+        this.sendAcks(generation);
+      },
+    );
+    this.admit(() => callback(DEFERRED_ACK));
+  }
+
+  /** Hands MQTT.js its callback (= read the next packet) only while the writer has room. */
+  private admit(next: () => void): void {
+    if (this.paused) return;
+    if (this.deps.writer.hasRoom()) next();
+    else void this.deps.writer.waitForRoom().then(() => {
+      if (!this.paused) next();
+    });
+  }
+
+  /** PUBACKs go out in the order the messages arrived (MQTT 3.1.1 §4.6), once committed. */
+  private sendAcks(generation: number): void {
+    if (generation !== this.generation || !this.client) return;
+    const sender = this.client as unknown as PubackSender;
+    while (this.acks.length > 0 && this.acks[0]!.state !== 'pending') {
+      const ticket = this.acks.shift()!;
+      if (ticket.state === 'committed') sender._sendPacket({ cmd: 'puback', messageId: ticket.messageId });
+    }
+  }
+
+  private report(status: Parameters<StatusReporter['report']>[0]['status'], detail: string, event: Parameters<StatusReporter['report']>[0]['event'], level: 'debug' | 'info' | 'warn' | 'error'): void {
+    this.log[level]({ status, event }, detail);
+    this.deps.reporter.report({ connectionId: this.row.id, status, detail, event, level });
+  }
+}
+
+/** A one-line reason for status_detail: the broker's refusal, or the socket error. */
+function describeError(err: unknown): string {
+  const error = coerceError(err);
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && !error.message.includes(code) ? `${error.message} (${code})` : error.message;
+}

@@ -1,0 +1,58 @@
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+const ms = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
+const count = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
+
+const envSchema = z.object({
+  /** Postgres to ingest into, as a role that bypasses RLS (Supabase: the `postgres` connection string). */
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }),
+  /** Names this process in mqtt_connection_log and the logs. */
+  BFG_INSTANCE_ID: z.string().min(1).max(100).default(`${os.hostname()}-${process.pid}`),
+  /** Full reconcile of broker connections, besides the one each NOTIFY triggers. */
+  BFG_SWEEP_INTERVAL_MS: ms(30_000),
+  /** Longest wait between reconnect attempts to a failing broker (capped exponential backoff). */
+  BFG_RECONNECT_MAX_MS: ms(30_000),
+  /** Where the connection and parsing log files go (rotated daily and at 10 MB, 14 kept). */
+  BFG_LOG_DIR: z.string().min(1).default(path.resolve('logs')),
+  BFG_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  /** Payloads above this size are not parsed (kind too_large). */
+  BFG_MAX_PAYLOAD_BYTES: count(256 * 1024),
+  /** A batch is written when it holds this many messages… */
+  BFG_BATCH_MAX_MESSAGES: count(5_000),
+  /** …or when its first message has waited this long. */
+  BFG_BATCH_MAX_WAIT_MS: ms(50),
+  /** Messages held in memory (waiting for a commit) before the ingestor stops reading from brokers. */
+  BFG_MAX_PENDING_MESSAGES: count(50_000),
+  /** How often discovered-topic aggregates are written. */
+  BFG_DISCOVERY_FLUSH_MS: ms(2_000),
+  /** Distinct topics held between discovery writes; more triggers an early write. */
+  BFG_DISCOVERY_MAX_TOPICS: count(20_000),
+  /** How often last_message_at is written (it is not written per message). */
+  BFG_STATUS_FLUSH_MS: ms(5_000),
+  /** Keep messages no pattern accepted in mqtt_message_archive (for replay when a pattern is added). */
+  BFG_ARCHIVE_UNMATCHED: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  /** Receive Maximum sent to MQTT 5 brokers: how many QoS 1 messages may await our PUBACK. */
+  BFG_MQTT_RECEIVE_MAXIMUM: z.coerce.number().int().min(1).max(65535).default(10_000),
+});
+
+export type IngestorConfig = Readonly<z.infer<typeof envSchema>>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Parses the environment once. Fails with one message that lists every bad variable (never their
+ * values: DATABASE_URL carries a password).
+ */
+export function loadIngestorConfig(env: NodeJS.ProcessEnv = process.env): IngestorConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(`Invalid environment variables:\n${lines.join('\n')}`);
+  }
+  return Object.freeze(parsed.data);
+}

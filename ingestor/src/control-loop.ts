@@ -1,0 +1,112 @@
+import { z } from 'zod';
+import { backoffDelay } from './backoff.ts';
+import type { Db } from './db.ts';
+import { coerceError } from './errors.ts';
+import type { Logger } from './logger.ts';
+import type { Supervisor } from './supervisor.ts';
+
+/** Channels the schema's triggers notify on (supabase/migrations). */
+export const CONNECTION_CHANNEL = 'mqtt_connection:changed';
+export const TOPIC_CHANNEL = 'mqtt_topic:changed';
+
+const notifyPayload = z.object({ id: z.number().int(), op: z.enum(['INSERT', 'UPDATE', 'DELETE']) }).loose();
+
+/**
+ * Table is the truth, NOTIFY is a nudge: every notification and every (re)LISTEN runs a full
+ * reconcile, and so does a sweep every `sweepMs`, so a notification lost while the LISTEN
+ * connection was down costs at most one sweep. Reconciles never overlap; requests that arrive
+ * during one are merged into a single follow-up run.
+ */
+export class ControlLoop {
+  private running: Promise<void> | undefined;
+  private again = false;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>)[] = [];
+  private stopped = false;
+  private failures = 0;
+
+  private readonly sql: Db;
+  private readonly supervisor: Supervisor;
+  private readonly logger: Logger;
+  private readonly options: { sweepMs: number };
+
+  constructor(sql: Db, supervisor: Supervisor, logger: Logger, options: { sweepMs: number }) {
+    this.sql = sql;
+    this.supervisor = supervisor;
+    this.logger = logger;
+    this.options = options;
+  }
+
+  async start(): Promise<void> {
+    this.sweepTimer = setInterval(() => void this.request('sweep'), this.options.sweepMs);
+    for (const channel of [CONNECTION_CHANNEL, TOPIC_CHANNEL]) {
+      await this.listen(channel);
+    }
+  }
+
+  /** Runs a reconcile now, or once more right after the one in progress. */
+  request(reason: string): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        try {
+          await this.supervisor.reconcile();
+          this.failures = 0;
+          this.logger.debug({ reason }, 'reconciled');
+        } catch (err) {
+          this.failures += 1;
+          this.logger.warn({ err: coerceError(err), reason }, 'reconcile failed; the next notification or sweep retries');
+        }
+      } while (this.again && !this.stopped);
+    })().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.sweepTimer);
+    await Promise.all(this.unlisten.map((u) => u().catch(() => undefined)));
+    await this.running;
+  }
+
+  /** LISTEN with retries: postgres.js re-LISTENs by itself after a drop, but the first one must succeed. */
+  private async listen(channel: string): Promise<void> {
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        const subscription = await this.sql.listen(
+          channel,
+          (payload) => this.onNotify(channel, payload),
+          () => void this.request(`listen ${channel}`),
+        );
+        this.unlisten.push(() => subscription.unlisten());
+        return;
+      } catch (err) {
+        const delay = backoffDelay(attempt, { maxMs: 10_000 });
+        this.logger.warn({ err: coerceError(err), channel, delay }, 'LISTEN failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  private onNotify(channel: string, payload: string): void {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(payload);
+    } catch {
+      parsed = undefined;
+    }
+    const result = notifyPayload.safeParse(parsed);
+    if (!result.success) {
+      // Still a nudge: the table, not the payload, says what to do.
+      this.logger.warn({ channel }, 'unexpected NOTIFY payload; reconciling anyway');
+    }
+    void this.request(`notify ${channel}`);
+  }
+}

@@ -1,0 +1,88 @@
+import { BatchWriter } from './batch-writer.ts';
+import type { IngestorConfig } from './config.ts';
+import { ControlLoop } from './control-loop.ts';
+import { createDb, type Db } from './db.ts';
+import { DiscoveryAggregator } from './discovery.ts';
+import { coerceError } from './errors.ts';
+import { createFileLogger, flushLogger, type Logger } from './logger.ts';
+import { defaultParserRegistry, type ParserRegistry } from './parsers/registry.ts';
+import { StatusReporter } from './status-reporter.ts';
+import { Supervisor } from './supervisor.ts';
+
+export interface Ingestor {
+  readonly sql: Db;
+  readonly supervisor: Supervisor;
+  readonly writer: BatchWriter;
+  readonly controlLoop: ControlLoop;
+  start(): Promise<void>;
+  /**
+   * Graceful stop: stop reading from brokers, write (and acknowledge) what was received, end the
+   * broker clients, flush discovery and status, close the pool.
+   */
+  stop(): Promise<void>;
+}
+
+/** Wires the ingestor's parts; `main.ts` adds the process concerns (env, signals, exit codes). */
+export function createIngestor(config: IngestorConfig, logger: Logger, options: { registry?: ParserRegistry } = {}): Ingestor {
+  const sql = createDb(config.DATABASE_URL);
+  const connectionFile = createFileLogger(config.BFG_LOG_DIR, 'connections', 'info');
+  const parsingFile = createFileLogger(config.BFG_LOG_DIR, 'parsing', 'info');
+  const writer = new BatchWriter(sql, logger.child({ component: 'writer' }), {
+    maxBatchMessages: config.BFG_BATCH_MAX_MESSAGES,
+    maxWaitMs: config.BFG_BATCH_MAX_WAIT_MS,
+    maxPending: config.BFG_MAX_PENDING_MESSAGES,
+    maxRetryDelayMs: 5_000,
+    onParsingFailures: (rows) => {
+      for (const row of rows) {
+        parsingFile.warn({ connectionId: row.connectionId, topic: row.topic, parser: row.parser, kind: row.kind,
+          issuePaths: row.issuePaths, count: row.count }, row.message);
+      }
+    },
+  });
+  const discovery = new DiscoveryAggregator(sql, logger.child({ component: 'discovery' }), {
+    flushMs: config.BFG_DISCOVERY_FLUSH_MS,
+    maxTopics: config.BFG_DISCOVERY_MAX_TOPICS,
+  });
+  const reporter = new StatusReporter(sql, connectionFile, logger.child({ component: 'status' }), {
+    instance: config.BFG_INSTANCE_ID,
+    flushMs: config.BFG_STATUS_FLUSH_MS,
+  });
+  const supervisor = new Supervisor(sql, {
+    writer,
+    discovery,
+    reporter,
+    registry: options.registry ?? defaultParserRegistry,
+    logger: logger.child({ component: 'session' }),
+    options: {
+      maxPayloadBytes: config.BFG_MAX_PAYLOAD_BYTES,
+      archiveUnmatched: config.BFG_ARCHIVE_UNMATCHED,
+      reconnectMaxMs: config.BFG_RECONNECT_MAX_MS,
+      receiveMaximum: config.BFG_MQTT_RECEIVE_MAXIMUM,
+    },
+  });
+  const controlLoop = new ControlLoop(sql, supervisor, logger.child({ component: 'control-loop' }), {
+    sweepMs: config.BFG_SWEEP_INTERVAL_MS,
+  });
+
+  return {
+    sql,
+    supervisor,
+    writer,
+    controlLoop,
+    async start() {
+      discovery.start();
+      reporter.start();
+      await controlLoop.start();
+    },
+    async stop() {
+      await controlLoop.stop();
+      supervisor.pauseAll();
+      await writer.close(10_000).catch((err: unknown) => logger.error({ err: coerceError(err) }, 'final write failed'));
+      await supervisor.stopAll('stopped: the ingestor is shutting down');
+      await discovery.stop();
+      await reporter.stop();
+      await Promise.all([flushLogger(connectionFile), flushLogger(parsingFile)]);
+      await sql.end({ timeout: 5 });
+    },
+  };
+}

@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto';
+import type { ParserRegistry } from './parsers/registry.ts';
+import type { NormalizedRows, ParseFailureKind } from './parsers/types.ts';
+import type { TopicMatcher } from './topic-matcher.ts';
+
+/** mqtt_parsing_log.kind */
+export type FailureKind = ParseFailureKind | 'invalid_json' | 'unknown_parser';
+
+export const MAX_TOPIC_LENGTH = 1024;
+const EXCERPT_BYTES = 512;
+
+/** What one connection's messages are processed against; swapped whole when patterns change. */
+export interface ConnectionContext {
+  connectionId: string;
+  siteId: string;
+  siteSlug: string;
+  matcher: TopicMatcher;
+}
+
+export interface IncomingMessage {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retained: boolean;
+  receivedAt: Date;
+}
+
+export interface ParsingFailure {
+  kind: FailureKind;
+  parser: string | null;
+  message: string;
+  issuePaths: string[];
+  /** Identical errors share a fingerprint (and one mqtt_parsing_log row with a count). */
+  fingerprint: string;
+}
+
+/** Everything one message turns into; written and committed together, then acknowledged. */
+export interface ProcessedMessage {
+  connectionId: string;
+  siteId: string;
+  /** Stored form of the topic (at most 1,024 characters). */
+  topic: string;
+  receivedAt: Date;
+  excerpt: string;
+  payloadBytes: number;
+  qos: number;
+  retained: boolean;
+  matchedTopicId: string | null;
+  isProcessable: boolean;
+  rows: NormalizedRows | null;
+  failure: ParsingFailure | null;
+  /** Set when no active pattern accepted the message: the raw payload, for a later replay. */
+  archivePayload: Buffer | null;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The synchronous part of ingestion: match → size check → UTF-8 → JSON → parser. Never throws:
+ * every bad input becomes a `failure` (and the message is still discovered and acknowledged).
+ */
+export function processMessage(
+  ctx: ConnectionContext,
+  message: IncomingMessage,
+  registry: ParserRegistry,
+  options: { maxPayloadBytes: number; archiveUnmatched: boolean },
+): ProcessedMessage {
+  const { payload } = message;
+  const result: ProcessedMessage = {
+    connectionId: ctx.connectionId,
+    siteId: ctx.siteId,
+    topic: pgText(message.topic.length > MAX_TOPIC_LENGTH ? message.topic.slice(0, MAX_TOPIC_LENGTH) : message.topic),
+    receivedAt: message.receivedAt,
+    excerpt: excerptOf(payload),
+    payloadBytes: payload.length,
+    qos: message.qos,
+    retained: message.retained,
+    matchedTopicId: null,
+    isProcessable: false,
+    rows: null,
+    failure: null,
+    archivePayload: null,
+  };
+  const fail = (kind: FailureKind, parser: string | null, text: string, issuePaths: string[] = []) => {
+    const scope = result.matchedTopicId ?? result.topic;
+    const paths = issuePaths.map(pgText);
+    result.failure = { kind, parser, message: pgText(text), issuePaths: paths, fingerprint: fingerprint([ctx.connectionId, scope, parser, kind, text, ...paths]) };
+    return result;
+  };
+
+  if (message.topic.length > MAX_TOPIC_LENGTH) {
+    return fail('invalid_topic', null, `topic is ${message.topic.length} characters long; at most ${MAX_TOPIC_LENGTH} are parsed`);
+  }
+  const match = ctx.matcher.match(message.topic);
+  if (!match) {
+    if (options.archiveUnmatched) result.archivePayload = payload;
+    return result;
+  }
+  result.matchedTopicId = match.pattern.id;
+  const parser = registry.get(match.pattern.parser);
+  if (!parser) return fail('unknown_parser', match.pattern.parser, `no parser "${match.pattern.parser}" in this ingestor`);
+  result.isProcessable = true;
+
+  if (payload.length > options.maxPayloadBytes) {
+    return fail('too_large', parser.key, `payload of ${payload.length} bytes is over the ${options.maxPayloadBytes}-byte limit`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(utf8.decode(payload));
+  } catch (err) {
+    const reason = err instanceof TypeError ? 'payload is not valid UTF-8' : `payload is not JSON (${(err as Error).message})`;
+    return fail('invalid_json', parser.key, reason.slice(0, 300));
+  }
+  const parsed = parser.parse(json, {
+    topic: message.topic,
+    params: match.params,
+    receivedAt: message.receivedAt,
+    siteSlug: ctx.siteSlug,
+    parserConfig: match.pattern.parserConfig,
+  });
+  if (!parsed.ok) return fail(parsed.kind, parser.key, parsed.message, parsed.issuePaths);
+  result.rows = parsed.rows;
+  return result;
+}
+
+/** The start of a payload as text for previews (invalid UTF-8 replaced, never parsed). */
+function excerptOf(payload: Buffer): string {
+  return pgText(payload.subarray(0, EXCERPT_BYTES).toString('utf8'));
+}
+
+/**
+ * Postgres text (and jsonb) cannot hold U+0000. Device input that carries it would make the whole
+ * batch fail, so it is replaced with U+FFFD wherever device-controlled text is stored.
+ */
+export function pgText(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
+function fingerprint(parts: readonly (string | null)[]): string {
+  return createHash('sha1').update(JSON.stringify(parts)).digest('hex');
+}

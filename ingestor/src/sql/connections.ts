@@ -1,0 +1,101 @@
+import type { Db } from '../db.ts';
+import type { TopicPattern } from '../topic-matcher.ts';
+
+/** An active connection with everything needed to connect, secrets included (service role only). */
+export interface ConnectionRow {
+  id: string;
+  siteId: string;
+  siteSlug: string;
+  host: string;
+  port: number;
+  protocol: 'mqtt' | 'mqtts' | 'ws' | 'wss';
+  wsPath: string;
+  protocolVersion: 4 | 5;
+  username: string | null;
+  clientId: string;
+  cleanStart: boolean;
+  sessionExpiryS: number;
+  keepaliveS: number;
+  subscribeFilters: string[];
+  rejectUnauthorized: boolean;
+  shareGroup: string | null;
+  password: string | null;
+  clientCert: string | null;
+  clientKey: string | null;
+  caCert: string | null;
+}
+
+export async function loadActiveConnections(sql: Db): Promise<ConnectionRow[]> {
+  return sql<ConnectionRow[]>`
+    select c.id::text as id, c.site_id::text as "siteId", s.slug as "siteSlug", c.host, c.port, c.protocol,
+           c.ws_path as "wsPath", c.protocol_version as "protocolVersion", c.username, c.client_id as "clientId",
+           c.clean_start as "cleanStart", c.session_expiry_s as "sessionExpiryS", c.keepalive_s as "keepaliveS",
+           c.subscribe_filters as "subscribeFilters", c.reject_unauthorized as "rejectUnauthorized",
+           c.share_group as "shareGroup", x.password, x.client_cert as "clientCert", x.client_key as "clientKey",
+           x.ca_cert as "caCert"
+    from mqtt_connection c
+    join site s on s.id = c.site_id
+    left join mqtt_connection_secret x on x.connection_id = c.id
+    where c.is_active
+    order by c.id`;
+}
+
+/** Active patterns of the given connections, by connection id. */
+export async function loadActivePatterns(sql: Db, connectionIds: string[]): Promise<Map<string, TopicPattern[]>> {
+  const rows = await sql<(TopicPattern & { connectionId: string })[]>`
+    select id::text as id, connection_id::text as "connectionId", pattern, parser, parser_config as "parserConfig", priority
+    from mqtt_topic
+    where is_active and connection_id = any(${connectionIds}::bigint[])`;
+  const byConnection = new Map<string, TopicPattern[]>();
+  for (const { connectionId, ...pattern } of rows) {
+    const list = byConnection.get(connectionId) ?? [];
+    list.push(pattern);
+    byConnection.set(connectionId, list);
+  }
+  return byConnection;
+}
+
+export type ConnectionStatus = 'disconnected' | 'connecting' | 'connected' | 'reconnecting' | 'error' | 'disabled';
+export type ConnectionEvent = 'connect' | 'disconnect' | 'reconnect' | 'error' | 'subscribe' | 'status';
+
+export interface StatusChange {
+  connectionId: string;
+  status: ConnectionStatus;
+  detail: string | null;
+  event: ConnectionEvent;
+  level: 'debug' | 'info' | 'warn' | 'error';
+  at: Date;
+}
+
+/** Records status transitions: the row's observed state, and one log row per transition. */
+export async function writeStatusChanges(sql: Db, latest: StatusChange[], log: StatusChange[], instance: string): Promise<void> {
+  await sql.begin(async (tx) => {
+    for (const change of latest) {
+      await tx`
+        update mqtt_connection set
+          status = ${change.status},
+          status_detail = ${change.detail},
+          last_connected_at = case when ${change.status} = 'connected' then ${change.at} else last_connected_at end,
+          owner_instance = ${instance}
+        where id = ${change.connectionId}`;
+    }
+    if (log.length > 0) {
+      await tx`
+        insert into mqtt_connection_log (connection_id, created_at, level, event, status, detail, instance)
+        select v.connection_id, v.created_at, v.level, v.event, v.status, v.detail, ${instance}
+        from jsonb_to_recordset(${tx.json(log.map((l) => ({
+          connection_id: l.connectionId, created_at: l.at.toISOString(), level: l.level, event: l.event, status: l.status,
+          detail: l.detail?.slice(0, 4000) ?? null,
+        })))}) as v (connection_id bigint, created_at timestamptz, level text, event text, status text, detail text)
+        where exists (select 1 from mqtt_connection c where c.id = v.connection_id)`;
+    }
+  });
+}
+
+export async function writeLastMessageAt(sql: Db, rows: { connectionId: string; at: Date }[]): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`
+    update mqtt_connection c set last_message_at = greatest(c.last_message_at, v.at)
+    from unnest(${rows.map((r) => r.connectionId)}::bigint[], ${rows.map((r) => r.at.toISOString())}::timestamptz[]) as v (id, at)
+    where c.id = v.id`;
+}

@@ -1,0 +1,93 @@
+import type { Db } from './db.ts';
+import { coerceError } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { writeLastMessageAt, writeStatusChanges, type StatusChange } from './sql/connections.ts';
+
+/** Log rows kept while the database is unreachable; the oldest go first past this. */
+const MAX_PENDING_LOG_ROWS = 1_000;
+
+/**
+ * Keeps mqtt_connection's observed state true: every transition is written at once (with a row in
+ * mqtt_connection_log and a line in the connection log file); `last_message_at` is written every
+ * `flushMs`, not per message. If the database is away, the latest status per connection and the
+ * newest log rows wait in memory and are written by the next flush.
+ */
+export class StatusReporter {
+  private latest = new Map<string, StatusChange>();
+  private log: StatusChange[] = [];
+  private activity = new Map<string, Date>();
+  private writing: Promise<void> | undefined;
+  private again = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  private readonly sql: Db;
+  private readonly fileLog: Logger;
+  private readonly logger: Logger;
+  private readonly options: { instance: string; flushMs: number };
+
+  constructor(sql: Db, fileLog: Logger, logger: Logger, options: { instance: string; flushMs: number }) {
+    this.sql = sql;
+    this.fileLog = fileLog;
+    this.logger = logger;
+    this.options = options;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.flush(), this.options.flushMs);
+    this.timer.unref();
+  }
+
+  report(change: Omit<StatusChange, 'at'>): void {
+    const full = { ...change, at: new Date() };
+    this.fileLog[change.level]({ connectionId: change.connectionId, event: change.event, status: change.status, detail: change.detail }, 'connection');
+    this.latest.set(change.connectionId, full);
+    this.log.push(full);
+    if (this.log.length > MAX_PENDING_LOG_ROWS) this.log.splice(0, this.log.length - MAX_PENDING_LOG_ROWS);
+    void this.flush();
+  }
+
+  /** Notes that a connection received a message (cheap; written by the next flush). */
+  touch(connectionId: string, at: Date): void {
+    this.activity.set(connectionId, at);
+  }
+
+  /** Writes pending changes; concurrent calls are merged into one follow-up write. */
+  flush(): Promise<void> {
+    if (this.writing) {
+      this.again = true;
+      return this.writing;
+    }
+    this.writing = (async () => {
+      do {
+        this.again = false;
+        await this.writeOnce();
+      } while (this.again);
+    })().finally(() => {
+      this.writing = undefined;
+    });
+    return this.writing;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+
+  private async writeOnce(): Promise<void> {
+    const latest = [...this.latest.values()];
+    const log = this.log;
+    const activity = [...this.activity].map(([connectionId, at]) => ({ connectionId, at }));
+    this.latest = new Map();
+    this.log = [];
+    this.activity = new Map();
+    try {
+      if (latest.length > 0 || log.length > 0) await writeStatusChanges(this.sql, latest, log, this.options.instance);
+      await writeLastMessageAt(this.sql, activity);
+    } catch (err) {
+      this.logger.warn({ err: coerceError(err) }, 'could not write connection status; will retry');
+      for (const change of latest) if (!this.latest.has(change.connectionId)) this.latest.set(change.connectionId, change);
+      this.log = [...log, ...this.log].slice(-MAX_PENDING_LOG_ROWS);
+      for (const { connectionId, at } of activity) if (!this.activity.has(connectionId)) this.activity.set(connectionId, at);
+    }
+  }
+}

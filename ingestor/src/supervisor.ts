@@ -1,0 +1,82 @@
+import { EventEmitter } from 'node:events';
+import { BrokerSession, type SessionDeps } from './broker-session.ts';
+import { settingsFingerprint } from './broker-options.ts';
+import type { Db } from './db.ts';
+import { loadActiveConnections, loadActivePatterns } from './sql/connections.ts';
+
+export interface SupervisorEvents {
+  reconciled: [{ started: string[]; stopped: string[]; restarted: string[] }];
+}
+
+/**
+ * Keeps one BrokerSession per `mqtt_connection` row with `is_active = true`: the table is the
+ * truth, `reconcile()` makes the live sessions match it (connect missing, end deactivated or
+ * deleted, restart on changed settings or secrets, swap changed topic patterns in place). It is
+ * idempotent; the control loop makes sure only one runs at a time.
+ */
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  private readonly sessions = new Map<string, BrokerSession>();
+  private readonly sql: Db;
+
+  private readonly deps: SessionDeps;
+
+
+  constructor(sql: Db, deps: SessionDeps) {
+    super();
+    this.sql = sql;
+    this.deps = deps;
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  session(id: string): BrokerSession | undefined {
+    return this.sessions.get(id);
+  }
+
+  async reconcile(): Promise<void> {
+    const rows = await loadActiveConnections(this.sql);
+    const patterns = await loadActivePatterns(this.sql, rows.map((r) => r.id));
+    const wanted = new Map(rows.map((r) => [r.id, r]));
+    const started: string[] = [];
+    const stopped: string[] = [];
+    const restarted: string[] = [];
+
+    for (const [id, session] of this.sessions) {
+      if (wanted.has(id)) continue;
+      this.sessions.delete(id);
+      await session.stop('stopped: the connection is no longer active');
+      stopped.push(id);
+    }
+    for (const row of rows) {
+      const existing = this.sessions.get(row.id);
+      const rowPatterns = patterns.get(row.id) ?? [];
+      if (existing && existing.fingerprint === settingsFingerprint(row)) {
+        existing.updatePatterns(rowPatterns);
+        continue;
+      }
+      if (existing) {
+        await existing.stop('restarting with changed settings', false);
+        restarted.push(row.id);
+      } else {
+        started.push(row.id);
+      }
+      const session = new BrokerSession(row, rowPatterns, this.deps);
+      this.sessions.set(row.id, session);
+      session.start();
+    }
+    this.emit('reconciled', { started, stopped, restarted });
+  }
+
+  /** Stops reading from every broker (shutdown, first step). */
+  pauseAll(): void {
+    for (const session of this.sessions.values()) session.pause();
+  }
+
+  async stopAll(detail: string): Promise<void> {
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.all(sessions.map((s) => s.stop(detail)));
+  }
+}

@@ -1,0 +1,146 @@
+import type { TransactionSql } from 'postgres';
+import type { ProcessedMessage } from './message-pipeline.ts';
+import {
+  upsertDataloggers, upsertGateways, upsertSensors,
+  type DataloggerUpsert, type GatewayUpsert, type SensorUpsert,
+} from './sql/upsert-devices.ts';
+import { insertArchive, upsertParsingLog, type ArchiveInsert, type ParsingLogUpsert } from './sql/write-logs.ts';
+import { insertReadings, updateLatestValues, type ReadingInsert } from './sql/write-readings.ts';
+
+/** A cached sensor id no longer exists (deleted since it was cached); the batch is retried without the cache. */
+export class StaleSensorCacheError extends Error {
+  override name = 'StaleSensorCacheError';
+}
+
+/** Sensor ids by `<datalogger id>/<ident>`: data messages only need ids, not an upsert per message. */
+export type SensorIdCache = Map<string, string>;
+
+export interface BatchStats {
+  messages: number;
+  readings: number;
+  inserted: number;
+}
+
+/** Archive rows per batch at most; a flood of unmatched traffic must not swamp the database. */
+const ARCHIVE_LIMIT_PER_BATCH = 1_000;
+
+/**
+ * Writes everything a batch of messages turned into, in one transaction: entities first (merged
+ * per device, so each row is touched once), then readings in bulk, the latest value per sensor,
+ * the aggregated parsing errors and the archive of unmatched messages.
+ */
+export async function writeBatch(tx: TransactionSql, batch: readonly ProcessedMessage[], sensorIds: SensorIdCache): Promise<BatchStats> {
+  const gateways = new Map<string, GatewayUpsert>();
+  for (const m of batch) {
+    for (const g of m.rows?.gateways ?? []) {
+      const key = `${m.siteId}/${g.ident}`;
+      const row = gateways.get(key) ?? {
+        siteId: m.siteId, ident: g.ident, lastSeenAt: m.receivedAt, online: null, firmware: null, uptimeS: null, rssiDbm: null, statusAt: null,
+      };
+      if (m.receivedAt > row.lastSeenAt) row.lastSeenAt = m.receivedAt;
+      if (g.online !== undefined && (!row.statusAt || (g.statusAt ?? m.receivedAt) >= row.statusAt)) {
+        row.online = g.online;
+        row.statusAt = g.statusAt ?? m.receivedAt;
+        row.firmware = g.firmware ?? row.firmware;
+        row.uptimeS = g.uptimeS ?? row.uptimeS;
+        row.rssiDbm = g.rssiDbm ?? row.rssiDbm;
+      }
+      gateways.set(key, row);
+    }
+  }
+  const gatewayIds = await upsertGateways(tx, [...gateways.values()]);
+
+  const dataloggers = new Map<string, DataloggerUpsert>();
+  for (const m of batch) {
+    for (const d of m.rows?.dataloggers ?? []) {
+      const gatewayId = gatewayIds.get(`${m.siteId}/${d.gatewayIdent}`);
+      if (!gatewayId) throw new Error(`parser output names gateway "${d.gatewayIdent}" without listing it`);
+      const key = `${gatewayId}/${d.ident}`;
+      const row = dataloggers.get(key) ?? {
+        siteId: m.siteId, gatewayId, ident: d.ident, lastSeenAt: m.receivedAt, model: null, serial: null, firmware: null, intervalS: null, infoAt: null,
+      };
+      if (m.receivedAt > row.lastSeenAt) row.lastSeenAt = m.receivedAt;
+      if (d.infoAt !== undefined) {
+        row.model = d.model ?? row.model;
+        row.serial = d.serial ?? row.serial;
+        row.firmware = d.firmware ?? row.firmware;
+        row.intervalS = d.intervalS ?? row.intervalS;
+        row.infoAt = d.infoAt;
+      }
+      dataloggers.set(key, row);
+    }
+  }
+  const dataloggerIds = await upsertDataloggers(tx, [...dataloggers.values()]);
+  const dataloggerId = (m: ProcessedMessage, gatewayIdent: string, ident: string) => {
+    const id = dataloggerIds.get(`${gatewayIds.get(`${m.siteId}/${gatewayIdent}`)}/${ident}`);
+    if (!id) throw new Error(`parser output names datalogger "${ident}" without listing it`);
+    return id;
+  };
+
+  // Sensors: upsert the ones not cached yet and the ones whose catalogue details arrived.
+  const sensorsToUpsert = new Map<string, SensorUpsert>();
+  for (const m of batch) {
+    for (const s of m.rows?.sensors ?? []) {
+      const dlId = dataloggerId(m, s.gatewayIdent, s.dataloggerIdent);
+      const key = `${dlId}/${s.ident}`;
+      const hasDetails = s.name != null || s.kind != null || s.unit != null;
+      if (!hasDetails && (sensorIds.has(key) || sensorsToUpsert.has(key))) continue;
+      const previous = sensorsToUpsert.get(key);
+      sensorsToUpsert.set(key, {
+        siteId: m.siteId, dataloggerId: dlId, ident: s.ident,
+        name: s.name ?? previous?.name ?? null, kind: s.kind ?? previous?.kind ?? null, unit: s.unit ?? previous?.unit ?? null,
+      });
+    }
+  }
+  for (const [key, id] of await upsertSensors(tx, [...sensorsToUpsert.values()])) sensorIds.set(key, id);
+
+  // Readings: one per (sensor, ts) — the last delivered wins within a batch.
+  const readings = new Map<string, ReadingInsert>();
+  const latest = new Map<string, ReadingInsert>();
+  for (const m of batch) {
+    for (const r of m.rows?.readings ?? []) {
+      const sensorId = sensorIds.get(`${dataloggerId(m, r.gatewayIdent, r.dataloggerIdent)}/${r.sensorIdent}`);
+      if (!sensorId) throw new Error(`parser output names sensor "${r.sensorIdent}" without listing it`);
+      const reading = { sensorId, ts: r.ts, value: r.value, quality: r.quality };
+      readings.set(`${sensorId}/${r.ts.getTime()}`, reading);
+      const newest = latest.get(sensorId);
+      if (!newest || reading.ts >= newest.ts) latest.set(sensorId, reading);
+    }
+  }
+  const existing = await updateLatestValues(tx, [...latest.values()]);
+  if (existing.size !== latest.size) throw new StaleSensorCacheError('a cached sensor id no longer exists');
+  const inserted = await insertReadings(tx, [...readings.values()]);
+
+  await upsertParsingLog(tx, aggregateFailures(batch));
+  const archive: ArchiveInsert[] = [];
+  for (const m of batch) {
+    if (m.archivePayload && archive.length < ARCHIVE_LIMIT_PER_BATCH) {
+      archive.push({ connectionId: m.connectionId, topic: m.topic, payload: m.archivePayload, qos: m.qos, retained: m.retained, receivedAt: m.receivedAt });
+    }
+  }
+  await insertArchive(tx, archive);
+  return { messages: batch.length, readings: readings.size, inserted };
+}
+
+/** Identical errors of a batch become one row with a count. */
+export function aggregateFailures(batch: readonly ProcessedMessage[]): ParsingLogUpsert[] {
+  const rows = new Map<string, ParsingLogUpsert>();
+  for (const m of batch) {
+    const f = m.failure;
+    if (!f) continue;
+    const key = `${m.connectionId}/${f.fingerprint}`;
+    const row = rows.get(key);
+    if (row) {
+      row.count += 1;
+      row.lastSeenAt = m.receivedAt;
+      row.topic = m.topic;
+      row.payloadExcerpt = m.excerpt;
+    } else {
+      rows.set(key, {
+        connectionId: m.connectionId, fingerprint: f.fingerprint, topic: m.topic, parser: f.parser, kind: f.kind,
+        message: f.message, issuePaths: f.issuePaths, payloadExcerpt: m.excerpt, count: 1, firstSeenAt: m.receivedAt, lastSeenAt: m.receivedAt,
+      });
+    }
+  }
+  return [...rows.values()];
+}

@@ -1,0 +1,72 @@
+import path from 'node:path';
+import pino from 'pino';
+import { createIngestor, loadIngestorConfig, type Ingestor } from '@bfg/ingestor';
+import { runSimulation } from '@bfg/ingestor/simulator';
+import type { LocalConfig } from './config.ts';
+import { openLocalDatabase, type LocalDatabase } from './database.ts';
+import { startDemoBroker } from './demo-broker.ts';
+
+export interface LocalStack {
+  readonly databaseUrl: string;
+  readonly brokerUrl: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * `npm start`: the whole local system in one process — database (migrated, seeded), the demo
+ * broker the seed's connection points at, the ingestor, and a simulated fleet publishing to the
+ * broker. Stops in reverse order.
+ */
+export async function startLocalStack(config: LocalConfig, log: (message: string) => void): Promise<LocalStack> {
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`while stopping: ${String(err)}`));
+  };
+  try {
+    const db: LocalDatabase = await openLocalDatabase(config, log);
+    stops.push(() => db.stop());
+    const { applied, seeded } = db.migration;
+    log(applied.length ? `schema up to date (${applied.length} new migration(s))` : 'schema up to date (no new migrations)');
+    if (seeded) log('demo data seeded');
+    log(db.embedded ? `Postgres listening on ${redact(db.url)} (psql "$(npm run -s db:url)")` : `using DATABASE_URL ${redact(db.url)}`);
+
+    const broker = await startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST });
+    stops.push(() => broker.close());
+    log(`demo MQTT broker listening on ${broker.url}`);
+
+    const ingestorConfig = loadIngestorConfig({
+      ...process.env,
+      DATABASE_URL: db.url,
+      BFG_LOG_DIR: process.env['BFG_LOG_DIR'] ?? path.join(config.BFG_DATA_DIR, 'logs'),
+    });
+    const logger = pino({ level: ingestorConfig.BFG_LOG_LEVEL === 'info' ? 'warn' : ingestorConfig.BFG_LOG_LEVEL });
+    const ingestor: Ingestor = createIngestor(ingestorConfig, logger);
+    await ingestor.start();
+    stops.push(() => ingestor.stop());
+    log(`ingestor running (logs: ${ingestorConfig.BFG_LOG_DIR})`);
+
+    if (config.BFG_SIMULATE) {
+      const controller = new AbortController();
+      const simulation = runSimulation(
+        { url: broker.url, sites: ['demo'], gateways: 3, dataloggers: 2, sensors: 4, intervalS: 5, badFraction: 0.02, qos: 1, count: 0, mixForms: true },
+        controller.signal,
+        (line) => log(`simulator: ${line}`),
+      );
+      stops.push(async () => {
+        controller.abort();
+        await simulation;
+      });
+    }
+    return { databaseUrl: db.url, brokerUrl: broker.url, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/** Hides the password of a connection URL for printing. */
+export function redact(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
