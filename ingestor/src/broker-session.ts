@@ -29,6 +29,9 @@ export interface SessionDeps {
  */
 const DEFERRED_ACK = new Error('PUBACK deferred until the rows are committed');
 
+/** How long a stopping session waits for MQTT.js to end cleanly before closing the socket. */
+const STOP_GRACE_MS = 1_000;
+
 type PubackSender = { _sendPacket(packet: { cmd: 'puback'; messageId: number }, cb?: () => void): void };
 
 interface AckTicket {
@@ -104,8 +107,18 @@ export class BrokerSession {
     const client = this.client;
     if (client) {
       client.removeAllListeners('close');
-      // force: a broker that never answered must not hold up shutdown or a restart.
-      await client.endAsync(!this.connected).catch(() => undefined);
+      // A clean DISCONNECT lets the broker keep our session as it is. MQTT.js waits for packets it
+      // is still working on, and a paused session never finishes its last one, so the graceful end
+      // gets a short deadline before the socket is simply closed (the broker then redelivers
+      // whatever was not acknowledged; writes are idempotent).
+      const graceful = this.connected ? client.endAsync(false).then(() => true, () => false) : Promise.resolve(false);
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), STOP_GRACE_MS);
+      });
+      const ended = await Promise.race([graceful, deadline]);
+      clearTimeout(timer);
+      if (!ended) await client.endAsync(true).catch(() => undefined);
     }
     if (report) this.report('disconnected', detail, 'disconnect', 'info');
   }

@@ -101,7 +101,7 @@ async function main(): Promise<void> {
         select count(*)::int as n from sensor_reading r join sensor s on s.id = r.sensor_id where s.site_id = ${site!.id}`)[0]!.n;
       const start = performance.now();
       await publishAll(mosquitto.url, messages, qos);
-      await waitFor('every reading committed', countRows, { accept: (n) => n >= N * READINGS_PER_MESSAGE, timeoutMs: 600_000, intervalMs: 50 });
+      await waitFor('every reading committed', countRows, { accept: (n) => n >= N * READINGS_PER_MESSAGE, timeoutMs: 600_000, intervalMs: 250 });
       const seconds = (performance.now() - start) / 1000;
       const rss = peakRssMb(child.pid!);
       child.kill('SIGTERM');

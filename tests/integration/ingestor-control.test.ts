@@ -1,3 +1,5 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getFreePort, startDemoBroker } from '@bfg/local';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -20,7 +22,7 @@ const SWEEP_MS = 700;
 /** A connection row; MQTT 3.1.1 for the demo broker (aedes speaks no MQTT 5), MQTT 5 for Mosquitto. */
 async function newConnectionRow(port: number, fields: { username?: string } = {}) {
   const site = await newSite(db.sql);
-  const version = port === broker.port ? 4 : 5;
+  const version = port === broker?.port ? 4 : 5;
   const [row] = await db.sql<{ id: string }[]>`
     insert into mqtt_connection (site_id, host, port, protocol_version, username, is_active)
     values (${site.id}, '127.0.0.1', ${port}, ${version}, ${fields.username ?? null}, false) returning id::text as id`;
@@ -30,7 +32,7 @@ async function newConnectionRow(port: number, fields: { username?: string } = {}
 beforeAll(async () => {
   db = await createTestDatabase();
   broker = await startDemoBroker({ port: await getFreePort() });
-  mosquitto = await startMosquitto({ users: { bfg: 'right-password' } });
+  mosquitto = await startMosquitto({ users: { bfg: 'right-password' }, tls: true });
   run = await startIngestor(db.url, { BFG_SWEEP_INTERVAL_MS: String(SWEEP_MS) });
 });
 
@@ -93,6 +95,28 @@ describe('connection control loop', () => {
     await db.sql`update mqtt_connection set is_active = false where id = ${id}`;
   });
 
+  it('connects over TLS with the CA from the secrets, and shows the TLS error without it', async () => {
+    const { id } = await newConnectionRow(mosquitto.tlsPort!, { username: 'bfg' });
+    await db.sql`update mqtt_connection set protocol = 'mqtts' where id = ${id}`;
+    await db.sql`select set_mqtt_connection_secret(${id}, 'right-password')`;
+    await db.sql`update mqtt_connection set is_active = true where id = ${id}`;
+    await waitForStatus(db.sql, id, 'error', { detail: /certificate/i });
+    await db.sql`select set_mqtt_connection_secret(${id}, null, null, null, ${mosquitto.caCert!})`;
+    await waitForStatus(db.sql, id, 'connected', { detail: /subscribed/ });
+    await db.sql`update mqtt_connection set is_active = false where id = ${id}`;
+    await waitForStatus(db.sql, id, 'disconnected');
+  });
+
+  it('never writes broker passwords to its log files', async () => {
+    const files = await fs.readdir(run.logDir);
+    expect(files.some((f) => f.startsWith('connections'))).toBe(true);
+    for (const file of files) {
+      const text = await fs.readFile(path.join(run.logDir, file), 'utf8');
+      expect(text).not.toContain('right-password');
+      expect(text).not.toContain('wrong-password');
+    }
+  });
+
   it('a refused connection (nothing listening) shows the socket error', async () => {
     const { id } = await newConnectionRow(await getFreePort());
     await db.sql`update mqtt_connection set is_active = true where id = ${id}`;
@@ -149,5 +173,15 @@ describe('connection control loop', () => {
     }, { intervalMs: 250 });
     await publisher.endAsync();
     await db.sql`update mqtt_connection set is_active = false where id = ${id}`;
+  });
+});
+
+describe('ingestor configuration', () => {
+  it('lists every bad variable in one message, without their values', async () => {
+    const { loadIngestorConfig } = await import('@bfg/ingestor');
+    expect(() => loadIngestorConfig({ DATABASE_URL: 'mysql://u:secret@h/db', BFG_SWEEP_INTERVAL_MS: '0', BFG_LOG_LEVEL: 'loud' })).toThrow(
+      /Invalid environment variables:\n {2}DATABASE_URL: .*\n {2}BFG_SWEEP_INTERVAL_MS: .*\n {2}BFG_LOG_LEVEL: /,
+    );
+    expect(() => loadIngestorConfig({ DATABASE_URL: 'mysql://u:secret@h/db' })).not.toThrow(/secret/);
   });
 });

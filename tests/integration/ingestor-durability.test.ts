@@ -6,7 +6,7 @@ import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { getFreePort, migrate, repoRoot, startEmbeddedPostgres, type RunningPostgres } from '@bfg/local';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { startIngestor, waitForStatus, type RunningIngestor } from '../support/ingestor.ts';
+import { connectionState, startIngestor, waitForStatus, type RunningIngestor } from '../support/ingestor.ts';
 import { startMosquitto, type RunningMosquitto } from '../support/mosquitto.ts';
 import { connectClient } from '../support/mqtt-client.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
@@ -85,7 +85,7 @@ describe('no ack before commit', () => {
     expect(range).toEqual({ min: 0, max: total - 1 });
   });
 
-  it('stores every QoS 1 message once when the ingestor is killed with SIGKILL mid-stream and restarted', async () => {
+  it.each(['SIGKILL', 'SIGTERM'] as const)('stores every QoS 1 message once when the ingestor gets %s mid-stream and restarts', async (signal) => {
     const db: TestDatabase = await createTestDatabase();
     cleanups.push(() => db.drop());
     const mosquitto = await startMosquitto();
@@ -111,9 +111,14 @@ describe('no ack before commit', () => {
     const total = 30_000;
     const publishing = publishRange(publisher, topic, 0, total);
     await waitFor('a first part committed', () => storedCount(db.sql), { accept: (n) => n >= 1_000, intervalMs: 5 });
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill(signal);
+    const code = await exited;
+    // SIGTERM is a graceful stop: what was received is written and acknowledged, then exit 0.
+    if (signal === 'SIGTERM') {
+      expect(code).toBe(0);
+      expect((await connectionState(db.sql, id)).status).toBe('disconnected');
+    }
     const atKill = await storedCount(db.sql);
     expect(atKill).toBeLessThan(total);
     await publishing;
