@@ -56,7 +56,9 @@ export class BrokerSession {
   private retryTimer: NodeJS.Timeout | undefined;
   /** Bumped on every disconnect: acknowledgements of an older connection are never sent. */
   private generation = 0;
+  /** QoS 1 messages awaiting their PUBACK, oldest first from `ackHead` (a shift() per ack is O(n)). */
   private acks: AckTicket[] = [];
+  private ackHead = 0;
   private readonly log: Logger;
 
   readonly row: ConnectionRow;
@@ -150,6 +152,7 @@ export class BrokerSession {
     this.connected = false;
     this.generation += 1;
     this.acks = [];
+    this.ackHead = 0;
     if (this.stopping) return;
     const delay = backoffDelay(this.attempt++, { maxMs: this.deps.options.reconnectMaxMs });
     const reason = this.lastError ?? 'connection closed';
@@ -210,9 +213,14 @@ export class BrokerSession {
   private sendAcks(generation: number): void {
     if (generation !== this.generation || !this.client) return;
     const sender = this.client as unknown as PubackSender;
-    while (this.acks.length > 0 && this.acks[0]!.state !== 'pending') {
-      const ticket = this.acks.shift()!;
+    while (this.ackHead < this.acks.length && this.acks[this.ackHead]!.state !== 'pending') {
+      const ticket = this.acks[this.ackHead++]!;
       if (ticket.state === 'committed') sender._sendPacket({ cmd: 'puback', messageId: ticket.messageId });
+    }
+    // Drop the acknowledged prefix now and then, not on every ack.
+    if (this.ackHead > 1024 && this.ackHead * 2 > this.acks.length) {
+      this.acks = this.acks.slice(this.ackHead);
+      this.ackHead = 0;
     }
   }
 

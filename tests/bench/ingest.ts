@@ -90,7 +90,9 @@ async function main(): Promise<void> {
         insert into mqtt_connection (site_id, host, port, is_active, clean_start) values (${site!.id}, '127.0.0.1', ${mosquitto.port}, true, true) returning id`;
       await sql`insert into mqtt_topic (connection_id, pattern, parser, qos)
                 values (${conn!.id}, '+site/gateway/+gateway/datalogger/+datalogger/data', 'bfg.datalogger-data.v1', ${qos})`;
-      const child = spawn(process.execPath, [path.join(repoRoot, 'ingestor/src/main.ts')], {
+      // BENCH_NODE_ARGS (e.g. --cpu-prof) are passed to the ingestor process, for profiling.
+      const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+      const child = spawn(process.execPath, [...nodeArgs, path.join(repoRoot, 'ingestor/src/main.ts')], {
         env: { ...process.env, DATABASE_URL: url, BFG_LOG_DIR: path.join(dir.path, 'logs'), BFG_LOG_LEVEL: 'warn' },
         stdio: ['ignore', 'ignore', 'inherit'],
       });
