@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { parseEnv } from './env.ts';
 
 const ms = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
 const count = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
@@ -43,16 +44,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/**
- * Parses the environment once. Fails with one message that lists every bad variable (never their
- * values: DATABASE_URL carries a password).
- */
+/** Parses the environment once (see parseEnv: one message for every bad variable, no values). */
 export function loadIngestorConfig(env: NodeJS.ProcessEnv = process.env): IngestorConfig {
-  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
-  const parsed = envSchema.safeParse(present);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
-    throw new ConfigError(`Invalid environment variables:\n${lines.join('\n')}`);
-  }
-  return Object.freeze(parsed.data);
+  return Object.freeze(parseEnv(envSchema, env, (message) => new ConfigError(message)));
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { backoffDelay } from './backoff.ts';
 import type { Db } from './db.ts';
+import { CoalescingRunner } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { Supervisor } from './supervisor.ts';
@@ -18,12 +19,11 @@ const notifyPayload = z.object({ id: z.number().int(), op: z.enum(['INSERT', 'UP
  * during one are merged into a single follow-up run.
  */
 export class ControlLoop {
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly reconciler = new CoalescingRunner(() => this.reconcile());
+  private lastReason = 'start';
   private sweepTimer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>)[] = [];
   private stopped = false;
-  private failures = 0;
 
   private readonly sql: Db;
   private readonly supervisor: Supervisor;
@@ -47,33 +47,26 @@ export class ControlLoop {
   /** Runs a reconcile now, or once more right after the one in progress. */
   request(reason: string): Promise<void> {
     if (this.stopped) return Promise.resolve();
-    if (this.running) {
-      this.again = true;
-      return this.running;
+    this.lastReason = reason;
+    return this.reconciler.run();
+  }
+
+  private async reconcile(): Promise<void> {
+    if (this.stopped) return;
+    const reason = this.lastReason;
+    try {
+      await this.supervisor.reconcile();
+      this.logger.debug({ reason }, 'reconciled');
+    } catch (err) {
+      this.logger.warn({ err: coerceError(err), reason }, 'reconcile failed; the next notification or sweep retries');
     }
-    this.running = (async () => {
-      do {
-        this.again = false;
-        try {
-          await this.supervisor.reconcile();
-          this.failures = 0;
-          this.logger.debug({ reason }, 'reconciled');
-        } catch (err) {
-          this.failures += 1;
-          this.logger.warn({ err: coerceError(err), reason }, 'reconcile failed; the next notification or sweep retries');
-        }
-      } while (this.again && !this.stopped);
-    })().finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweepTimer);
     await Promise.all(this.unlisten.map((u) => u().catch(() => undefined)));
-    await this.running;
+    await this.reconciler.current;
   }
 
   /** LISTEN with retries: postgres.js re-LISTENs by itself after a drop, but the first one must succeed. */

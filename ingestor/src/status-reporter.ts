@@ -1,4 +1,5 @@
 import type { Db } from './db.ts';
+import { CoalescingRunner } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { writeLastMessageAt, writeStatusChanges, type StatusChange } from './sql/connections.ts';
@@ -16,8 +17,7 @@ export class StatusReporter {
   private latest = new Map<string, StatusChange>();
   private log: StatusChange[] = [];
   private activity = new Map<string, Date>();
-  private writing: Promise<void> | undefined;
-  private again = false;
+  private readonly writer = new CoalescingRunner(() => this.writeOnce());
   private timer: NodeJS.Timeout | undefined;
 
   private readonly sql: Db;
@@ -53,19 +53,7 @@ export class StatusReporter {
 
   /** Writes pending changes; concurrent calls are merged into one follow-up write. */
   flush(): Promise<void> {
-    if (this.writing) {
-      this.again = true;
-      return this.writing;
-    }
-    this.writing = (async () => {
-      do {
-        this.again = false;
-        await this.writeOnce();
-      } while (this.again);
-    })().finally(() => {
-      this.writing = undefined;
-    });
-    return this.writing;
+    return this.writer.run();
   }
 
   async stop(): Promise<void> {

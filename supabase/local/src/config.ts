@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseEnv } from '@bfg/ingestor';
 import { LocalStackError } from './errors.ts';
 import { repoRoot } from './paths.ts';
 
@@ -29,12 +30,5 @@ export type LocalConfig = Readonly<z.infer<typeof envSchema>>;
  * every bad variable, so a user fixes them all in one go.
  */
 export function loadLocalConfig(env: NodeJS.ProcessEnv = process.env): LocalConfig {
-  // An empty variable means "not set" (as in a .env file with `DATABASE_URL=`).
-  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
-  const parsed = envSchema.safeParse(present);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
-    throw new LocalStackError(`Invalid environment variables:\n${lines.join('\n')}`);
-  }
-  return Object.freeze(parsed.data);
+  return Object.freeze(parseEnv(envSchema, env, (message) => new LocalStackError(message)));
 }

@@ -1,0 +1,36 @@
+/**
+ * Runs an async task one at a time. A request while it runs does not start a second run in
+ * parallel; all such requests are merged into a single follow-up run, which starts as soon as the
+ * current one ends (so a change that arrived mid-run is never missed).
+ */
+export class CoalescingRunner {
+  private running: Promise<void> | undefined;
+  private again = false;
+  private readonly task: () => Promise<void>;
+
+  constructor(task: () => Promise<void>) {
+    this.task = task;
+  }
+
+  /** Resolves when a run that started after this call has finished. */
+  run(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.task();
+      } while (this.again);
+    })().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  /** The run in progress, if any. */
+  get current(): Promise<void> | undefined {
+    return this.running;
+  }
+}
