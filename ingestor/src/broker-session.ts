@@ -200,13 +200,15 @@ export class BrokerSession {
     this.admit(() => callback(DEFERRED_ACK));
   }
 
-  /** Hands MQTT.js its callback (= read the next packet) only while the writer has room. */
+  /** Hands MQTT.js its callback (= read the next packet) only while the writer and discovery have room. */
   private admit(next: () => void): void {
     if (this.paused) return;
-    if (this.deps.writer.hasRoom()) next();
-    else void this.deps.writer.waitForRoom().then(() => {
-      if (!this.paused) next();
-    });
+    const { writer, discovery } = this.deps;
+    if (writer.hasRoom() && discovery.hasRoom()) {
+      next();
+      return;
+    }
+    void Promise.all([writer.waitForRoom(), discovery.waitForRoom()]).then(() => this.admit(next));
   }
 
   /** PUBACKs go out in the order the messages arrived (MQTT 3.1.1 §4.6), once committed. */

@@ -1,4 +1,5 @@
 import type { Db } from './db.ts';
+import { CoalescingRunner } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { ProcessedMessage } from './message-pipeline.ts';
@@ -9,15 +10,19 @@ import { upsertDiscoveredTopics, type DiscoveredTopicUpsert } from './sql/upsert
  * pattern that matched) and writes the aggregates in one statement per flush, so discovery costs
  * one row write per topic per flush instead of one per message.
  *
- * Memory is bounded: past `maxTopics` distinct topics a flush starts early; if the database is away
- * and the map reaches 4× that, new topics are counted as dropped until a flush succeeds (topics
- * already in the map keep being updated).
+ * Memory is bounded: past `maxTopics` distinct topics a write starts early; past 2× sessions stop
+ * reading from brokers until it is done (`hasRoom`); if the database is away and the map still
+ * reaches 4×, new topics are counted as dropped until a write succeeds (topics already in the map
+ * keep being updated).
  */
 export class DiscoveryAggregator {
   private entries = new Map<string, DiscoveredTopicUpsert>();
   private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
+  private readonly writer = new CoalescingRunner(() => this.writeOnce());
+  /** New topics not recorded since the last successful write (only while the database lags far behind). */
   dropped = 0;
+  /** Same, since start. */
+  droppedTotal = 0;
 
   private readonly sql: Db;
   private readonly logger: Logger;
@@ -27,6 +32,11 @@ export class DiscoveryAggregator {
     this.sql = sql;
     this.logger = logger;
     this.options = options;
+  }
+
+  /** Distinct topics currently held in memory. */
+  get size(): number {
+    return this.entries.size;
   }
 
   start(): void {
@@ -52,6 +62,7 @@ export class DiscoveryAggregator {
     }
     if (this.entries.size >= this.options.maxTopics * 4) {
       this.dropped += 1;
+      this.droppedTotal += 1;
       return;
     }
     this.entries.set(key, {
@@ -62,12 +73,24 @@ export class DiscoveryAggregator {
     if (this.entries.size >= this.options.maxTopics) void this.flush();
   }
 
-  /** Writes the current aggregates; on failure they are merged back for the next attempt. */
+  /**
+   * False while more than 2× maxTopics distinct topics wait for a write: sessions then stop reading
+   * from brokers until `waitForRoom()` resolves, as they do for the batch writer.
+   */
+  hasRoom(): boolean {
+    return this.entries.size < this.options.maxTopics * 2;
+  }
+
+  async waitForRoom(): Promise<void> {
+    while (!this.hasRoom()) await this.flush();
+  }
+
+  /**
+   * Writes the current aggregates (after the write in progress, if any: aggregates recorded
+   * meanwhile are never left behind). On failure they are merged back for the next attempt.
+   */
   flush(): Promise<void> {
-    this.flushing ??= this.writeOnce().finally(() => {
-      this.flushing = undefined;
-    });
-    return this.flushing;
+    return this.writer.run();
   }
 
   async stop(): Promise<void> {
