@@ -6,3 +6,4 @@ export { migrate, listMigrations, type MigrateOptions, type MigrateResult } from
 export { schemaPaths, repoRoot, type SchemaPaths } from './paths.ts';
 export { getFreePort, isPortFree } from './port.ts';
 export { startDemoBroker, type DemoBroker, type DemoBrokerOptions } from './demo-broker.ts';
+export { startRealtimeServer, type RealtimeServer, type RealtimeServerOptions } from './realtime/server.ts';

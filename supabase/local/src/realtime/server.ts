@@ -1,0 +1,107 @@
+import http from 'node:http';
+import type { Sql } from 'postgres';
+import { WebSocketServer } from 'ws';
+import { LocalStackError } from '../errors.ts';
+import { canReadTopic } from './authorization.ts';
+import { verifyJwt } from './jwt.ts';
+import { parseVsn } from './serializer.ts';
+import { SocketSession, type JoinedChannel, type SessionHost } from './socket-session.ts';
+
+export interface RealtimeServerOptions {
+  port: number;
+  host?: string;
+  /** The project's JWT secret (HS256), as Supabase's `JWT_SECRET`. */
+  jwtSecret: string;
+  /** A superuser connection to the application database (for Realtime Authorization). */
+  sql: Sql;
+  log?: (message: string) => void;
+}
+
+export interface RealtimeServer {
+  readonly port: number;
+  /** Base URL to give supabase-js (`createClient(url, key)`); the socket is at /realtime/v1/websocket. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+const PATHS = new Set(['/realtime/v1/websocket', '/socket/websocket']);
+
+/**
+ * A local server speaking the Supabase Realtime protocol, so that the unmodified supabase-js client
+ * works against the local stack as against Supabase: `/realtime/v1/websocket` (and Realtime's own
+ * `/socket/websocket`), vsn 1.0.0 and 2.0.0, JWT-checked connects and joins, private channels
+ * authorized by the RLS policies on realtime.messages, and client broadcasts.
+ */
+export async function startRealtimeServer(options: RealtimeServerOptions): Promise<RealtimeServer> {
+  const host = options.host ?? '127.0.0.1';
+  const log = options.log ?? (() => undefined);
+  const secret = new TextEncoder().encode(options.jwtSecret);
+  const subscribers = new Map<string, Set<{ session: SocketSession; channel: JoinedChannel }>>();
+
+  const sessionHost: SessionHost = {
+    jwtSecret: secret,
+    canReadTopic: (claims, subTopic) => canReadTopic(options.sql, claims, subTopic),
+    onJoin(session, channel) {
+      const set = subscribers.get(channel.topic) ?? new Set();
+      set.add({ session, channel });
+      subscribers.set(channel.topic, set);
+    },
+    onLeave(session, channel) {
+      const set = subscribers.get(channel.topic);
+      if (!set) return;
+      for (const entry of set) if (entry.session === session && entry.channel === channel) set.delete(entry);
+      if (set.size === 0) subscribers.delete(channel.topic);
+    },
+    broadcast(from, topic, payload) {
+      for (const { session, channel } of subscribers.get(topic) ?? []) {
+        if (session === from && !channel.self) continue;
+        session.send({ joinRef: null, ref: null, topic, event: 'broadcast', payload });
+      }
+    },
+    log,
+  };
+
+  const server = http.createServer((_req, res) => {
+    res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
+  });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 5_000_000 });
+
+  server.on('upgrade', (req, socket, head) => {
+    void (async () => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const refuse = (status: number, error: string) => {
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error })}`);
+      };
+      if (!PATHS.has(url.pathname)) return refuse(404, 'Not found');
+      const vsn = parseVsn(url.searchParams.get('vsn'));
+      if (!vsn) return refuse(400, 'Unsupported serializer version');
+      const header = req.headers['x-api-key'];
+      const apikey = (Array.isArray(header) ? header[0] : header) ?? url.searchParams.get('apikey') ?? undefined;
+      const verified = await verifyJwt(apikey, secret);
+      if (!verified.ok) return refuse(401, verified.message);
+      wss.handleUpgrade(req, socket, head, (ws) => new SocketSession(ws, vsn, verified.claims, sessionHost));
+    })().catch((err: unknown) => {
+      log(`realtime: upgrade failed: ${String(err)}`);
+      socket.destroy();
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE'
+        ? new LocalStackError(`Port ${options.port} on ${host} is already in use, so the realtime server cannot listen there (BFG_REALTIME_PORT).`)
+        : err));
+    server.listen(options.port, host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  return {
+    port,
+    url: `http://${host}:${port}`,
+    async close() {
+      for (const client of wss.clients) client.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
