@@ -21,7 +21,7 @@ const clients: SupabaseClient[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  server = await startRealtimeServer({ port: await getFreePort(), jwtSecret: secret, sql: db.sql });
+  server = await startRealtimeServer({ port: await getFreePort(), jwtSecret: secret, sql: db.sql, databaseUrl: db.url });
   anonKey = await signJwt(secret, { role: 'anon', iss: 'supabase' });
 });
 afterEach(async () => {
@@ -140,5 +140,85 @@ describe('local Realtime server with supabase-js', () => {
       ws.close();
       expect(reply).toEqual(expected);
     }
+  });
+});
+
+describe('changes from Postgres through the local Realtime server', () => {
+  /** Collects callbacks into a queue the test awaits in order. */
+  function inbox<T>() {
+    const items: T[] = [];
+    const waiters: ((item: T) => void)[] = [];
+    return {
+      push: (item: T) => (waiters.length ? waiters.shift()!(item) : items.push(item)),
+      next: () => new Promise<T>((resolve, reject) => {
+        if (items.length) return resolve(items.shift()!);
+        const timer = setTimeout(() => reject(new Error('no message within 5 s')), 5_000);
+        waiters.push((item) => {
+          clearTimeout(timer);
+          resolve(item);
+        });
+      }),
+    };
+  }
+
+  it('delivers INSERT/UPDATE/DELETE with typed records, honouring filters', async () => {
+    const admin = await client(await userToken({ admin: true }));
+    const all = inbox<Record<string, unknown>>();
+    const filtered = inbox<Record<string, unknown>>();
+    const site = await newSite(db.sql);
+    const other = await newSite(db.sql);
+    const channel = admin.channel(`changes-${randomUUID()}`)
+      .on('postgres_changes', { event: '*', schema: 'public', table: 'mqtt_connection' }, (p) => all.push(p as unknown as Record<string, unknown>))
+      .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'mqtt_connection', filter: `site_id=eq.${other.id}` },
+        (p) => filtered.push(p as unknown as Record<string, unknown>));
+    expect(await subscribe(channel)).toEqual({ status: 'SUBSCRIBED' });
+
+    const [conn] = await db.sql<{ id: string }[]>`
+      insert into mqtt_connection (site_id, host, port) values (${site.id}, 'broker.test', 1883) returning id::text as id`;
+    const inserted = await all.next();
+    expect(inserted).toMatchObject({ schema: 'public', table: 'mqtt_connection', eventType: 'INSERT', errors: null });
+    expect(inserted['new']).toMatchObject({ id: Number(conn!.id), host: 'broker.test', port: 1883, is_active: false, subscribe_filters: [`${site.slug}/#`] });
+    expect(inserted['old']).toEqual({});
+
+    await db.sql`update mqtt_connection set is_active = true where id = ${conn!.id}`;
+    expect(await all.next()).toMatchObject({ eventType: 'UPDATE', new: { is_active: true } });
+
+    const [otherConn] = await db.sql<{ id: string }[]>`
+      insert into mqtt_connection (site_id, host) values (${other.id}, 'other.test') returning id::text as id`;
+    await all.next();
+    await db.sql`update mqtt_connection set port = 8883 where id = ${otherConn!.id}`;
+    expect(await all.next()).toMatchObject({ eventType: 'UPDATE', new: { port: 8883 } });
+    // Only the filtered binding's own site: the earlier update of `site` never reached it.
+    expect(await filtered.next()).toMatchObject({ eventType: 'UPDATE', new: { id: Number(otherConn!.id), port: 8883 } });
+
+    await db.sql`delete from mqtt_connection where id = ${conn!.id}`;
+    expect(await all.next()).toMatchObject({ eventType: 'DELETE', old: { id: Number(conn!.id) }, new: {} });
+  });
+
+  it('delivers a row only to subscribers whose RLS lets them read it', async () => {
+    const siteA = await newSite(db.sql);
+    const siteB = await newSite(db.sql);
+    const memberOfB = await client(await userToken({ member: siteB.id }));
+    const seen = inbox<Record<string, unknown>>();
+    const channel = memberOfB.channel(`rls-${randomUUID()}`)
+      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'mqtt_connection' }, (p) => seen.push(p as unknown as Record<string, unknown>));
+    expect(await subscribe(channel)).toEqual({ status: 'SUBSCRIBED' });
+    await db.sql`insert into mqtt_connection (site_id, host) values (${siteA.id}, 'hidden.test')`;
+    await db.sql`insert into mqtt_connection (site_id, host) values (${siteB.id}, 'visible.test')`;
+    // The first (and only) delivery is site B's: site A's row was never sent to this member.
+    expect(await seen.next()).toMatchObject({ new: { host: 'visible.test' } });
+  });
+
+  it('carries Broadcast from Database to the authorized private site channel', async () => {
+    const site = await newSite(db.sql);
+    const member = await client(await userToken({ member: site.id }));
+    const got = inbox<Record<string, unknown>>();
+    const channel = member.channel(`site:${site.id}`, { config: { private: true } })
+      .on('broadcast', { event: 'gateway_changed' }, (m) => got.push(m));
+    expect(await subscribe(channel)).toEqual({ status: 'SUBSCRIBED' });
+    await db.sql`insert into gateway (site_id, ident, online) values (${site.id}, 'gw-live', true)`;
+    const message = await got.next();
+    expect(message).toMatchObject({ type: 'broadcast', event: 'gateway_changed', payload: { table: 'gateway', op: 'INSERT' } });
+    expect((message['payload'] as { rows: { ident: string }[] }).rows.map((r) => r.ident)).toEqual(['gw-live']);
   });
 });

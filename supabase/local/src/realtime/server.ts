@@ -3,17 +3,21 @@ import type { Sql } from 'postgres';
 import { WebSocketServer } from 'ws';
 import { LocalStackError } from '../errors.ts';
 import { canReadTopic } from './authorization.ts';
+import { startChangeFeed } from './change-feed.ts';
+import { ChangeDispatcher, type Subscribers } from './dispatcher.ts';
 import { verifyJwt } from './jwt.ts';
 import { parseVsn } from './serializer.ts';
-import { SocketSession, type JoinedChannel, type SessionHost } from './socket-session.ts';
+import { SocketSession, type SessionHost } from './socket-session.ts';
 
 export interface RealtimeServerOptions {
   port: number;
   host?: string;
   /** The project's JWT secret (HS256), as Supabase's `JWT_SECRET`. */
   jwtSecret: string;
-  /** A superuser connection to the application database (for Realtime Authorization). */
+  /** A superuser connection to the application database (for Realtime Authorization and RLS checks). */
   sql: Sql;
+  /** URL of that database, for the logical replication connection (superuser or replication role). */
+  databaseUrl: string;
   log?: (message: string) => void;
 }
 
@@ -36,7 +40,14 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? (() => undefined);
   const secret = new TextEncoder().encode(options.jwtSecret);
-  const subscribers = new Map<string, Set<{ session: SocketSession; channel: JoinedChannel }>>();
+  const subscribers: Subscribers = new Map();
+  const dispatcher = new ChangeDispatcher(options.sql, subscribers, log);
+  const feed = await startChangeFeed(
+    options.databaseUrl,
+    ['supabase_realtime', 'supabase_realtime_messages_publication'],
+    (change) => dispatcher.push(change),
+    () => log('realtime: replication connected'),
+  );
 
   const sessionHost: SessionHost = {
     jwtSecret: secret,
@@ -99,6 +110,7 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     port,
     url: `http://${host}:${port}`,
     async close() {
+      await feed.stop();
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

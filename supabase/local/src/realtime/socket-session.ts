@@ -1,5 +1,6 @@
 import type { WebSocket } from 'ws';
 import { bindingId } from './binding-id.ts';
+import type { Binding } from './filters.ts';
 import type { Claims } from './jwt.ts';
 import { verifyJwt } from './jwt.ts';
 import { decode, decodeBinary, encode, type PhoenixMessage, type Vsn } from './serializer.ts';
@@ -17,7 +18,7 @@ export interface JoinedChannel {
   isPrivate: boolean;
   /** Receive own broadcasts (config.broadcast.self). */
   self: boolean;
-  postgresChanges: (Record<string, unknown> & { id: number })[];
+  postgresChanges: Binding[];
 }
 
 /** What a session needs from the server: authorization and the broadcast fan-out. */
@@ -141,11 +142,17 @@ export class SocketSession {
       claims,
       isPrivate,
       self: (config['broadcast'] as { self?: unknown } | undefined)?.self === true,
-      postgresChanges: requested.map((params) => ({ ...params, id: bindingId(params) })),
+      postgresChanges: requested.map((params) => ({ ...params, id: bindingId(params) }) as Binding),
     };
     this.channels.set(message.topic, channel);
     this.host.onJoin(this, channel);
     this.reply(message, 'ok', { postgres_changes: channel.postgresChanges });
+    if (channel.postgresChanges.length > 0) {
+      this.send({
+        joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
+        payload: { extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: subTopic },
+      });
+    }
   }
 
   private leave(message: PhoenixMessage): void {

@@ -1,0 +1,67 @@
+import type { Sql } from 'postgres';
+import { canSeeRow, hasRowLevelSecurity } from './authorization.ts';
+import type { Change } from './change-feed.ts';
+import { bindingMatches } from './filters.ts';
+import type { JoinedChannel, SocketSession } from './socket-session.ts';
+
+export type Subscribers = Map<string, Set<{ session: SocketSession; channel: JoinedChannel }>>;
+
+/**
+ * Turns replicated changes into Realtime frames: inserts into realtime.messages become Broadcast
+ * from Database on their topic (private messages to private channels only); other changes become
+ * `postgres_changes` frames — one per channel, listing every matching binding id — delivered only
+ * to subscribers whose role and claims may SELECT the row (DELETEs are not RLS-checked, as on
+ * Supabase). Changes are handled one at a time, in commit order.
+ */
+export class ChangeDispatcher {
+  private queue: Promise<void> = Promise.resolve();
+  private readonly rlsCache = new Map<string, boolean>();
+  private readonly sql: Sql;
+  private readonly subscribers: Subscribers;
+  private readonly log: (message: string) => void;
+
+  constructor(sql: Sql, subscribers: Subscribers, log: (message: string) => void) {
+    this.sql = sql;
+    this.subscribers = subscribers;
+    this.log = log;
+  }
+
+  push(change: Change): void {
+    this.queue = this.queue.then(() => this.dispatch(change)).catch((err: unknown) => this.log(`realtime: dispatch failed: ${String(err)}`));
+  }
+
+  private async dispatch(change: Change): Promise<void> {
+    if (change.schema === 'realtime' && change.table === 'messages') {
+      if (change.type === 'INSERT' && change.record) this.broadcastFromDatabase(change.record);
+      return;
+    }
+    const row = change.record ?? change.oldRecord;
+    const rls = change.type !== 'DELETE' && (await hasRowLevelSecurity(this.sql, this.rlsCache, change.schema, change.table));
+    for (const entries of this.subscribers.values()) {
+      for (const { session, channel } of entries) {
+        const ids = channel.postgresChanges.filter((b) => bindingMatches(b, change.schema, change.table, change.type, row)).map((b) => b.id);
+        if (ids.length === 0) continue;
+        if (rls && !(await canSeeRow(this.sql, channel.claims, change.schema, change.table, change.keys, change.record ?? {}))) continue;
+        const data: Record<string, unknown> = {
+          schema: change.schema, table: change.table, commit_timestamp: change.commitTimestamp, type: change.type,
+          columns: change.columns, errors: null,
+        };
+        if (change.record) data['record'] = change.record;
+        if (change.type !== 'INSERT') data['old_record'] = change.oldRecord ?? {};
+        session.send({ joinRef: null, ref: null, topic: channel.topic, event: 'postgres_changes', payload: { ids, data } });
+      }
+    }
+  }
+
+  private broadcastFromDatabase(record: Record<string, unknown>): void {
+    const topic = `realtime:${String(record['topic'])}`;
+    const isPrivate = record['private'] === true;
+    for (const { session, channel } of this.subscribers.get(topic) ?? []) {
+      if (channel.isPrivate !== isPrivate) continue;
+      session.send({
+        joinRef: null, ref: null, topic, event: 'broadcast',
+        payload: { type: 'broadcast', event: record['event'], payload: record['payload'] },
+      });
+    }
+  }
+}
