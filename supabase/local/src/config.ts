@@ -17,6 +17,10 @@ const envSchema = z.object({
   BFG_DB_NAME: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lowercase letters, digits and _').default('bfg'),
   /** Port of the embedded demo MQTT broker (the seeded demo connection points at 1883). */
   BFG_MQTT_PORT: port.default(1883),
+  /** Port of the local Supabase Realtime-protocol server (54321 is the Supabase CLI's API port). */
+  BFG_REALTIME_PORT: port.default(54321),
+  /** JWT secret for the realtime server with DATABASE_URL (embedded mode generates one in secrets.json). */
+  BFG_JWT_SECRET: z.string().min(32).optional(),
   /** Run the device simulator against the demo broker. */
   BFG_SIMULATE: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
   /** Address the local services listen on. Loopback unless you mean to expose them. */

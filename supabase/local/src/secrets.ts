@@ -7,6 +7,8 @@ import { LocalStackError } from './errors.ts';
 const secretsSchema = z.object({
   /** Password of the embedded cluster's `postgres` superuser. */
   postgresPassword: z.string().min(16),
+  /** The project's JWT secret (HS256), as Supabase's JWT_SECRET: signs the anon key and user tokens. */
+  jwtSecret: z.string().min(32),
 });
 
 export type LocalSecrets = z.infer<typeof secretsSchema>;
@@ -25,14 +27,17 @@ export async function loadOrCreateSecrets(dataDir: string): Promise<LocalSecrets
       throw new LocalStackError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
     }
   }
+  const generated: LocalSecrets = { postgresPassword: randomBytes(24).toString('base64url'), jwtSecret: randomBytes(32).toString('base64url') };
   if (text !== undefined) {
-    const parsed = secretsSchema.safeParse(JSON.parse(text));
+    // Secrets added by later versions are generated once and kept alongside the existing ones.
+    const parsed = secretsSchema.safeParse({ ...generated, ...(JSON.parse(text) as object) });
     if (!parsed.success) {
       throw new LocalStackError(`${file} is not a valid secrets file; remove it to generate new secrets.`);
     }
+    if (JSON.stringify(parsed.data) !== text.trim()) await fs.writeFile(file, JSON.stringify(parsed.data, null, 2) + '\n', { mode: 0o600 });
     return parsed.data;
   }
-  const secrets: LocalSecrets = { postgresPassword: randomBytes(24).toString('base64url') };
+  const secrets = generated;
   await fs.mkdir(dataDir, { recursive: true });
   await fs.writeFile(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
   return secrets;

@@ -1,14 +1,18 @@
 import path from 'node:path';
 import pino from 'pino';
+import postgres from 'postgres';
 import { createIngestor, loadIngestorConfig, type Ingestor } from '@bfg/ingestor';
 import { runSimulation } from '@bfg/ingestor/simulator';
 import type { LocalConfig } from './config.ts';
 import { openLocalDatabase, type LocalDatabase } from './database.ts';
 import { startDemoBroker } from './demo-broker.ts';
+import { startRealtimeServer } from './realtime/server.ts';
+import { loadOrCreateSecrets } from './secrets.ts';
 
 export interface LocalStack {
   readonly databaseUrl: string;
   readonly brokerUrl: string;
+  readonly realtimeUrl: string;
   stop(): Promise<void>;
 }
 
@@ -29,6 +33,15 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     log(applied.length ? `schema up to date (${applied.length} new migration(s))` : 'schema up to date (no new migrations)');
     if (seeded) log('demo data seeded');
     log(db.embedded ? `Postgres listening on ${redact(db.url)} (psql "$(npm run -s db:url)")` : `using DATABASE_URL ${redact(db.url)}`);
+
+    const jwtSecret = config.BFG_JWT_SECRET ?? (await loadOrCreateSecrets(config.BFG_DATA_DIR)).jwtSecret;
+    const realtimeSql = postgres(db.url, { max: 4, onnotice: () => undefined });
+    stops.push(() => realtimeSql.end({ timeout: 5 }));
+    const realtime = await startRealtimeServer({
+      port: config.BFG_REALTIME_PORT, host: config.BFG_LISTEN_HOST, jwtSecret, sql: realtimeSql, databaseUrl: db.url, log,
+    });
+    stops.push(() => realtime.close());
+    log(`realtime server (Supabase Realtime protocol) on ${realtime.url.replace('http', 'ws')}/realtime/v1/websocket`);
 
     const broker = await startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST });
     stops.push(() => broker.close());
@@ -57,7 +70,7 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
         await simulation;
       });
     }
-    return { databaseUrl: db.url, brokerUrl: broker.url, stop: stopAll };
+    return { databaseUrl: db.url, brokerUrl: broker.url, realtimeUrl: realtime.url, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

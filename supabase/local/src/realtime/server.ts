@@ -19,6 +19,11 @@ export interface RealtimeServerOptions {
   /** URL of that database, for the logical replication connection (superuser or replication role). */
   databaseUrl: string;
   log?: (message: string) => void;
+  /**
+   * Delete Broadcast-from-Database messages older than this from realtime.messages (Supabase drops
+   * old daily partitions; locally one default partition takes them all). 0 = never.
+   */
+  retainMessagesMs?: number;
 }
 
 export interface RealtimeServer {
@@ -72,6 +77,15 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     log,
   };
 
+  const retainMs = options.retainMessagesMs ?? 3_600_000;
+  const prune = retainMs > 0
+    ? setInterval(() => {
+        options.sql`delete from realtime.messages where inserted_at < (now() at time zone 'UTC') - ${retainMs / 1000} * interval '1 second'`
+          .catch((err: unknown) => log(`realtime: pruning realtime.messages failed: ${String(err)}`));
+      }, Math.min(retainMs, 600_000))
+    : undefined;
+  prune?.unref();
+
   const server = http.createServer((_req, res) => {
     res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
   });
@@ -110,6 +124,7 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     port,
     url: `http://${host}:${port}`,
     async close() {
+      clearInterval(prune);
       await feed.stop();
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
