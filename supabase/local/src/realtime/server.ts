@@ -47,11 +47,20 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   const secret = new TextEncoder().encode(options.jwtSecret);
   const subscribers: Subscribers = new Map();
   const dispatcher = new ChangeDispatcher(options.sql, subscribers, log);
+  let replicationConnects = 0;
   const feed = await startChangeFeed(
     options.databaseUrl,
     ['supabase_realtime', 'supabase_realtime_messages_publication'],
     (change) => dispatcher.push(change),
-    () => log('realtime: replication connected'),
+    () => {
+      log('realtime: replication connected');
+      // After a reconnect (Postgres restarted): channels following changes get phx_error and the
+      // clients rejoin, so their apps reload state on SUBSCRIBED; missed changes are not replayed.
+      if (replicationConnects++ === 0) return;
+      for (const entries of [...subscribers.values()]) {
+        for (const { session, channel } of [...entries]) if (channel.postgresChanges.length > 0) session.errorChannel(channel);
+      }
+    },
   );
 
   const sessionHost: SessionHost = {

@@ -37,6 +37,7 @@ export interface SessionHost {
  */
 export class SocketSession {
   readonly channels = new Map<string, JoinedChannel>();
+  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly ws: WebSocket;
   private readonly vsn: Vsn;
@@ -56,8 +57,7 @@ export class SocketSession {
     });
     ws.on('close', () => {
       clearTimeout(this.idleTimer);
-      for (const channel of this.channels.values()) this.host.onLeave(this, channel);
-      this.channels.clear();
+      for (const channel of [...this.channels.values()]) this.forget(channel);
     });
     this.touch();
   }
@@ -145,6 +145,7 @@ export class SocketSession {
       postgresChanges: requested.map((params) => ({ ...params, id: bindingId(params) }) as Binding),
     };
     this.channels.set(message.topic, channel);
+    this.scheduleExpiry(channel);
     this.host.onJoin(this, channel);
     this.reply(message, 'ok', { postgres_changes: channel.postgresChanges });
     if (channel.postgresChanges.length > 0) {
@@ -162,8 +163,7 @@ export class SocketSession {
   }
 
   private close(channel: JoinedChannel): void {
-    this.channels.delete(channel.topic);
-    this.host.onLeave(this, channel);
+    this.forget(channel);
     this.send({ joinRef: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_close', payload: {} });
   }
 
@@ -182,6 +182,36 @@ export class SocketSession {
       return;
     }
     channel.claims = verified.claims;
+    this.scheduleExpiry(channel);
+  }
+
+  /** Realtime closes a channel whose token expires (with a system error); the client must refresh before. */
+  private scheduleExpiry(channel: JoinedChannel): void {
+    clearTimeout(this.expiryTimers.get(channel.topic));
+    const ms = channel.claims.exp * 1000 - Date.now();
+    const timer = setTimeout(() => {
+      if (this.channels.get(channel.topic) !== channel) return;
+      this.systemError(channel, `Token has expired ${Math.max(0, Math.floor((Date.now() - channel.claims.exp * 1000) / 1000))} seconds ago`);
+    }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+    timer.unref();
+    this.expiryTimers.set(channel.topic, timer);
+  }
+
+  /**
+   * The channel process "crashed" (here: the change stream was lost): `phx_error` makes the client
+   * mark the channel errored and rejoin with a new phx_join, as with Realtime. Nothing is replayed.
+   */
+  errorChannel(channel: JoinedChannel): void {
+    if (this.channels.get(channel.topic) !== channel) return;
+    this.forget(channel);
+    this.send({ joinRef: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
+  }
+
+  private forget(channel: JoinedChannel): void {
+    this.channels.delete(channel.topic);
+    clearTimeout(this.expiryTimers.get(channel.topic));
+    this.expiryTimers.delete(channel.topic);
+    this.host.onLeave(this, channel);
   }
 
   private systemError(channel: JoinedChannel, text: string): void {

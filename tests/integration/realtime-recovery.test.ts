@@ -1,0 +1,86 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { createClient } from '@supabase/supabase-js';
+import postgres from 'postgres';
+import { afterEach, describe, expect, it } from 'vitest';
+import { getFreePort, migrate, startEmbeddedPostgres, startRealtimeServer } from '@bfg/local';
+import { signJwt } from '../support/jwt.ts';
+import { makeTempDir } from '../support/temp-dir.ts';
+import { Inbox } from '../support/wait.ts';
+
+/**
+ * Token lifecycle as the official client expects it: a refresh keeps the channel and applies the
+ * new claims; expiry closes it with Realtime's system error.
+ */
+
+const secret = randomBytes(32).toString('hex');
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+async function setUp() {
+  const dir = await makeTempDir('rt-recovery');
+  cleanups.push(() => dir.remove());
+  const port = await getFreePort();
+  const start = () => startEmbeddedPostgres({ dataDir: path.join(dir.path, 'data'), port, password: 'pw-' + secret.slice(0, 16), ephemeral: true });
+  const pg = { server: await start() };
+  cleanups.push(() => pg.server.stop());
+  const url = pg.server.urlFor('postgres');
+  const sql = postgres(url, { max: 4, onnotice: () => undefined });
+  cleanups.push(() => sql.end({ timeout: 1 }));
+  await migrate(sql);
+  const realtimePort = await getFreePort();
+  const startServer = () => startRealtimeServer({ port: realtimePort, jwtSecret: secret, sql, databaseUrl: url });
+  const rt = { server: await startServer() };
+  cleanups.push(() => rt.server.close());
+  const anon = await signJwt(secret, { role: 'anon' });
+  const admin = await signJwt(secret, { role: 'authenticated', sub: randomUUID(), app_metadata: { role: 'admin' } });
+  const supabase = createClient(rt.server.url, anon, { auth: { persistSession: false, autoRefreshToken: false } });
+  cleanups.push(() => supabase.removeAllChannels());
+  await supabase.realtime.setAuth(admin);
+  return { pg, start, sql, rt, startServer, supabase };
+}
+
+async function siteRow(sql: postgres.Sql): Promise<string> {
+  const slug = `s${randomBytes(3).toString('hex')}`;
+  const [row] = await sql<{ id: string }[]>`insert into site (slug, name) values (${slug}, ${slug}) returning id::text as id`;
+  return row!.id;
+}
+
+describe('realtime recovery', () => {
+  it('keeps the channel across a token refresh, with the new claims, and closes it when the token expires', async () => {
+    const { supabase, sql } = await setUp();
+    const userId = randomUUID();
+    await sql`insert into auth.users (id, email) values (${userId}, ${`${userId}@example.test`})`;
+    const siteA = await siteRow(sql);
+    const siteB = await siteRow(sql);
+    await sql`insert into site_member (site_id, user_id) values (${siteA}, ${userId})`;
+    await supabase.realtime.setAuth(await signJwt(secret, { role: 'authenticated', sub: userId }));
+    const statuses = new Inbox<string>();
+    const changes = new Inbox<Record<string, unknown>>();
+    const system = new Inbox<Record<string, unknown>>();
+    supabase.channel(`refresh-${randomUUID()}`)
+      .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'site' }, (p) => changes.push(p.new))
+      .on('system', {}, (p: Record<string, unknown>) => system.push(p))
+      .subscribe((status) => statuses.push(String(status)));
+    expect(await statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
+    await sql`update site set name = 'seen by member' where id = ${siteB}`;
+    await sql`update site set name = 'member site' where id = ${siteA}`;
+    expect((await changes.next('the member site update'))['name']).toBe('member site');
+
+    // Refresh to an admin token that expires in 3 s: same channel, admin visibility.
+    await supabase.realtime.setAuth(await signJwt(secret, { role: 'authenticated', sub: userId, app_metadata: { role: 'admin' } }, 3));
+    await expect.poll(async () => {
+      await sql`update site set name = ${'admin sees ' + Date.now()} where id = ${siteB}`;
+      return (await changes.next('an update of a non-member site', 1_000).catch(() => ({ id: -1 })))['id'];
+    }, { timeout: 2_500, interval: 100 }).toBe(Number(siteB));
+
+    let message = await system.next('the expiry system message', 6_000);
+    while (message['extension'] !== 'system') message = await system.next('the expiry system message', 6_000);
+    expect(message).toMatchObject({ extension: 'system', status: 'error' });
+    expect(message['message']).toMatch(/^Token has expired \d+ seconds ago$/);
+    let status = await statuses.next('CLOSED');
+    while (status !== 'CLOSED') status = await statuses.next('CLOSED');
+  });
+});
