@@ -9,8 +9,9 @@ import { makeTempDir } from '../support/temp-dir.ts';
 import { Inbox } from '../support/wait.ts';
 
 /**
- * Token lifecycle as the official client expects it: a refresh keeps the channel and applies the
- * new claims; expiry closes it with Realtime's system error.
+ * Recovery as the official client expects it: after a Postgres or server restart channels rejoin
+ * (a new SUBSCRIBED) and receive new changes — nothing is replayed; a token refresh keeps the
+ * channel with the new claims; expiry closes it with Realtime's system error.
  */
 
 const secret = randomBytes(32).toString('hex');
@@ -36,10 +37,17 @@ async function setUp() {
   cleanups.push(() => rt.server.close());
   const anon = await signJwt(secret, { role: 'anon' });
   const admin = await signJwt(secret, { role: 'authenticated', sub: randomUUID(), app_metadata: { role: 'admin' } });
-  const supabase = createClient(rt.server.url, anon, { auth: { persistSession: false, autoRefreshToken: false } });
+  // The token comes from the client's accessToken callback, as with a signed-in user: supabase-js
+  // asks it again before every reconnect, so rejoins carry it too.
+  let token = admin;
+  const supabase = createClient(rt.server.url, anon, { accessToken: () => Promise.resolve(token) });
   cleanups.push(() => supabase.removeAllChannels());
-  await supabase.realtime.setAuth(admin);
-  return { pg, start, sql, rt, startServer, supabase };
+  await supabase.realtime.setAuth();
+  const useToken = async (next: string) => {
+    token = next;
+    await supabase.realtime.setAuth();
+  };
+  return { pg, start, sql, rt, startServer, supabase, useToken };
 }
 
 async function siteRow(sql: postgres.Sql): Promise<string> {
@@ -49,14 +57,50 @@ async function siteRow(sql: postgres.Sql): Promise<string> {
 }
 
 describe('realtime recovery', () => {
+  it('rejoins after a Postgres restart and receives new changes', async () => {
+    const { pg, start, sql, supabase } = await setUp();
+    const statuses = new Inbox<string>();
+    const changes = new Inbox<Record<string, unknown>>();
+    supabase.channel(`recover-${randomUUID()}`)
+      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'site' }, (p) => changes.push(p.new))
+      .subscribe((status) => statuses.push(String(status)));
+    expect(await statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
+    const before = await siteRow(sql);
+    expect((await changes.next('the first insert'))['id']).toBe(Number(before));
+
+    await pg.server.stop();
+    pg.server = await start();
+    // The channel errors and rejoins; its SUBSCRIBED fires again (apps reload their snapshot then).
+    let status = await statuses.next('a status after the restart', 15_000);
+    while (status !== 'SUBSCRIBED') status = await statuses.next('SUBSCRIBED again', 15_000);
+    const after = await siteRow(sql);
+    expect((await changes.next('the insert after the restart', 10_000))['id']).toBe(Number(after));
+  });
+
+  it('rejoins after the realtime server restarts', async () => {
+    const { rt, startServer, sql, supabase } = await setUp();
+    const statuses = new Inbox<string>();
+    const changes = new Inbox<Record<string, unknown>>();
+    supabase.channel(`restart-${randomUUID()}`)
+      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'site' }, (p) => changes.push(p.new))
+      .subscribe((status) => statuses.push(String(status)));
+    expect(await statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
+    await rt.server.close();
+    rt.server = await startServer();
+    let status = await statuses.next('a status after the restart', 15_000);
+    while (status !== 'SUBSCRIBED') status = await statuses.next('SUBSCRIBED again', 15_000);
+    const id = await siteRow(sql);
+    expect((await changes.next('the insert after the restart', 10_000))['id']).toBe(Number(id));
+  });
+
   it('keeps the channel across a token refresh, with the new claims, and closes it when the token expires', async () => {
-    const { supabase, sql } = await setUp();
+    const { supabase, sql, useToken } = await setUp();
     const userId = randomUUID();
     await sql`insert into auth.users (id, email) values (${userId}, ${`${userId}@example.test`})`;
     const siteA = await siteRow(sql);
     const siteB = await siteRow(sql);
     await sql`insert into site_member (site_id, user_id) values (${siteA}, ${userId})`;
-    await supabase.realtime.setAuth(await signJwt(secret, { role: 'authenticated', sub: userId }));
+    await useToken(await signJwt(secret, { role: 'authenticated', sub: userId }));
     const statuses = new Inbox<string>();
     const changes = new Inbox<Record<string, unknown>>();
     const system = new Inbox<Record<string, unknown>>();
@@ -70,7 +114,7 @@ describe('realtime recovery', () => {
     expect((await changes.next('the member site update'))['name']).toBe('member site');
 
     // Refresh to an admin token that expires in 3 s: same channel, admin visibility.
-    await supabase.realtime.setAuth(await signJwt(secret, { role: 'authenticated', sub: userId, app_metadata: { role: 'admin' } }, 3));
+    await useToken(await signJwt(secret, { role: 'authenticated', sub: userId, app_metadata: { role: 'admin' } }, 3));
     await expect.poll(async () => {
       await sql`update site set name = ${'admin sees ' + Date.now()} where id = ${siteB}`;
       return (await changes.next('an update of a non-member site', 1_000).catch(() => ({ id: -1 })))['id'];

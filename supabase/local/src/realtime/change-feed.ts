@@ -1,4 +1,5 @@
 import postgres, { type Sql } from 'postgres';
+import { backoffDelay } from '@bfg/ingestor';
 import type { ChangeType } from './filters.ts';
 
 export interface ColumnInfo {
@@ -33,31 +34,65 @@ export async function startChangeFeed(
   onConnect: () => void,
 ): Promise<{ stop(): Promise<void> }> {
   const typeNames = await loadTypeNames(url);
-  const replication: Sql = postgres(url, { publications: publications.join(','), onnotice: () => undefined, max: 1 } as postgres.Options<Record<string, postgres.PostgresType>>);
-  const subscription = await replication.subscribe(
-    '*',
-    (row, info) => {
-      const relation = info.relation as unknown as { schema: string; table: string; columns: { name: string; type: number }[]; keys: { name: string }[] };
-      const columns = relation.columns.map((c) => ({ name: c.name, type: typeNames.get(c.type) ?? 'text' }));
-      const toJson = (r: postgres.Row | null | undefined) => (r ? jsonRecord(r, columns) : null);
-      const type = info.command.toUpperCase() as ChangeType;
-      onChange({
-        schema: relation.schema,
-        table: relation.table,
-        type,
-        columns,
-        keys: relation.keys.map((k) => k.name),
-        record: type === 'DELETE' ? null : toJson(row),
-        oldRecord: type === 'DELETE' ? toJson(row) : type === 'UPDATE' ? toJson((info as { old?: postgres.Row | null }).old) : null,
-        commitTimestamp: new Date().toISOString(),
-      });
-    },
-    onConnect,
-  );
+  const handle = (row: postgres.Row | null, info: postgres.ReplicationEvent) => {
+    const relation = info.relation as unknown as { schema: string; table: string; columns: { name: string; type: number }[]; keys: { name: string }[] };
+    const columns = relation.columns.map((c) => ({ name: c.name, type: typeNames.get(c.type) ?? 'text' }));
+    const toJson = (r: postgres.Row | null | undefined) => (r ? jsonRecord(r, columns) : null);
+    const type = info.command.toUpperCase() as ChangeType;
+    onChange({
+      schema: relation.schema,
+      table: relation.table,
+      type,
+      columns,
+      keys: relation.keys.map((k) => k.name),
+      record: type === 'DELETE' ? null : toJson(row),
+      oldRecord: type === 'DELETE' ? toJson(row) : type === 'UPDATE' ? toJson((info as { old?: postgres.Row | null }).old) : null,
+      commitTimestamp: new Date().toISOString(),
+    });
+  };
+
+  // One replication connection at a time, owned here: when its stream fails (Postgres restarted),
+  // it is ended — which also stops postgres.js' own single re-init attempt, which gives up if
+  // Postgres is not back yet — and a new one is made with backoff until Postgres accepts it.
+  let current: Sql | undefined;
+  let stopped = false;
+  let attempt = 0;
+  let retry: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+  const connect = async (): Promise<void> => {
+    while (!stopped) {
+      const replication: Sql = postgres(url, { publications: publications.join(','), onnotice: () => undefined, max: 1, connect_timeout: 5 } as postgres.Options<Record<string, postgres.PostgresType>>);
+      try {
+        await replication.subscribe('*', handle, undefined, () => void replace(replication));
+        current = replication;
+        attempt = 0;
+        onConnect();
+        return;
+      } catch {
+        await replication.end({ timeout: 1 }).catch(() => undefined);
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            clearTimeout(timer);
+            retry = undefined;
+            resolve();
+          };
+          const timer = setTimeout(wake, backoffDelay(attempt++, { maxMs: 5_000 }));
+          retry = { timer, wake };
+        });
+      }
+    }
+  };
+  const replace = async (dead: Sql): Promise<void> => {
+    if (dead !== current || stopped) return;
+    current = undefined;
+    await dead.end({ timeout: 1 }).catch(() => undefined);
+    await connect();
+  };
+  await connect();
   return {
     async stop() {
-      subscription.unsubscribe();
-      await replication.end({ timeout: 2 });
+      stopped = true;
+      retry?.wake();
+      await current?.end({ timeout: 2 }).catch(() => undefined);
     },
   };
 }
