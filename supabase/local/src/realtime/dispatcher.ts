@@ -37,11 +37,23 @@ export class ChangeDispatcher {
     }
     const row = change.record ?? change.oldRecord;
     const rls = change.type !== 'DELETE' && (await hasRowLevelSecurity(this.sql, this.rlsCache, change.schema, change.table));
+    // One RLS check per distinct role + claims and change, however many subscribers share them
+    // (Realtime likewise checks once per role).
+    const visibleTo = new Map<string, Promise<boolean>>();
+    const canSee = (claims: JoinedChannel['claims']) => {
+      const key = JSON.stringify(claims);
+      let visible = visibleTo.get(key);
+      if (!visible) {
+        visible = canSeeRow(this.sql, claims, change.schema, change.table, change.keys, change.record ?? {});
+        visibleTo.set(key, visible);
+      }
+      return visible;
+    };
     for (const entries of this.subscribers.values()) {
       for (const { session, channel } of entries) {
         const ids = channel.postgresChanges.filter((b) => bindingMatches(b, change.schema, change.table, change.type, row)).map((b) => b.id);
         if (ids.length === 0) continue;
-        if (rls && !(await canSeeRow(this.sql, channel.claims, change.schema, change.table, change.keys, change.record ?? {}))) continue;
+        if (rls && !(await canSee(channel.claims))) continue;
         const data: Record<string, unknown> = {
           schema: change.schema, table: change.table, commit_timestamp: change.commitTimestamp, type: change.type,
           columns: change.columns, errors: null,
