@@ -27,13 +27,20 @@ export class ChangeDispatcher {
   }
 
   push(change: Change): void {
-    this.queue = this.queue.then(() => this.dispatch(change)).catch((err: unknown) => this.log(`realtime: dispatch failed: ${String(err)}`));
+    // The RLS checks of a change start at once (they run concurrently, up to the pool size); the
+    // frames go out strictly in commit order.
+    const prepared = this.prepare(change);
+    this.queue = this.queue
+      .then(async () => {
+        for (const send of await prepared) send();
+      })
+      .catch((err: unknown) => this.log(`realtime: dispatch failed: ${String(err)}`));
   }
 
-  private async dispatch(change: Change): Promise<void> {
+  /** The frames a change turns into, as thunks to run in order. */
+  private async prepare(change: Change): Promise<(() => void)[]> {
     if (change.schema === 'realtime' && change.table === 'messages') {
-      if (change.type === 'INSERT' && change.record) this.broadcastFromDatabase(change.record);
-      return;
+      return change.type === 'INSERT' && change.record ? [() => this.broadcastFromDatabase(change.record!)] : [];
     }
     const row = change.record ?? change.oldRecord;
     const rls = change.type !== 'DELETE' && (await hasRowLevelSecurity(this.sql, this.rlsCache, change.schema, change.table));
@@ -49,20 +56,24 @@ export class ChangeDispatcher {
       }
       return visible;
     };
+    const candidates: { session: SocketSession; channel: JoinedChannel; ids: number[] }[] = [];
     for (const entries of this.subscribers.values()) {
       for (const { session, channel } of entries) {
         const ids = channel.postgresChanges.filter((b) => bindingMatches(b, change.schema, change.table, change.type, row)).map((b) => b.id);
-        if (ids.length === 0) continue;
-        if (rls && !(await canSee(channel.claims))) continue;
-        const data: Record<string, unknown> = {
-          schema: change.schema, table: change.table, commit_timestamp: change.commitTimestamp, type: change.type,
-          columns: change.columns, errors: null,
-        };
-        if (change.record) data['record'] = change.record;
-        if (change.type !== 'INSERT') data['old_record'] = change.oldRecord ?? {};
-        session.send({ joinRef: null, ref: null, topic: channel.topic, event: 'postgres_changes', payload: { ids, data } });
+        if (ids.length > 0) candidates.push({ session, channel, ids });
       }
     }
+    const visible = await Promise.all(candidates.map(({ channel }) => (rls ? canSee(channel.claims) : Promise.resolve(true))));
+    const data: Record<string, unknown> = {
+      schema: change.schema, table: change.table, commit_timestamp: change.commitTimestamp, type: change.type,
+      columns: change.columns, errors: null,
+    };
+    if (change.record) data['record'] = change.record;
+    if (change.type !== 'INSERT') data['old_record'] = change.oldRecord ?? {};
+    return candidates
+      .filter((_, i) => visible[i])
+      .map(({ session, channel, ids }) => () =>
+        session.send({ joinRef: null, ref: null, topic: channel.topic, event: 'postgres_changes', payload: { ids, data } }));
   }
 
   private broadcastFromDatabase(record: Record<string, unknown>): void {
