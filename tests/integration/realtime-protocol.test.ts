@@ -126,6 +126,27 @@ describe('local Realtime server with supabase-js', () => {
     expect(JSON.parse(response.body)).toEqual({ error: 'The token provided is not a valid JWT' });
   });
 
+  it('answers unknown topics and the 101st channel with the spec\'s reasons', async () => {
+    const ws = new WebSocket(`${server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${anonKey}&vsn=2.0.0`);
+    const replies = new Map<string, unknown>();
+    const done = new Promise<void>((resolve, reject) => {
+      ws.onmessage = (event) => {
+        const [, ref, , , payload] = JSON.parse(String(event.data)) as [string | null, string, string, string, unknown];
+        replies.set(ref, payload);
+        if (replies.size === 102) resolve();
+      };
+      ws.onerror = () => reject(new Error('websocket error'));
+    });
+    await new Promise<void>((resolve) => (ws.onopen = () => resolve()));
+    ws.send(JSON.stringify(['u', 'u', 'elsewhere:1', 'phx_join', {}]));
+    for (let i = 0; i <= 100; i++) ws.send(JSON.stringify([String(i), String(i), `realtime:many-${i}`, 'phx_join', { config: {} }]));
+    await done;
+    ws.close();
+    expect(replies.get('u')).toEqual({ status: 'error', response: { reason: 'unmatched topic' } });
+    expect(replies.get('99')).toEqual({ status: 'ok', response: { postgres_changes: [] } });
+    expect(replies.get('100')).toEqual({ status: 'error', response: { reason: 'ChannelRateLimitReached: Too many channels' } });
+  });
+
   it('answers heartbeats in vsn 1.0.0 (objects) and 2.0.0 (arrays)', async () => {
     for (const [vsn, frame, expected] of [
       ['2.0.0', JSON.stringify([null, '7', 'phoenix', 'heartbeat', {}]), [null, '7', 'phoenix', 'phx_reply', { status: 'ok', response: {} }]],
