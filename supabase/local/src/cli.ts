@@ -1,10 +1,13 @@
 #!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { loadLocalConfig } from './config.ts';
+import postgres, { type Sql } from 'postgres';
+import { addUser } from './auth/users.ts';
+import { loadLocalConfig, type LocalConfig } from './config.ts';
 import { embeddedDatabaseUrl, openLocalDatabase } from './database.ts';
 import { takeOverShutdownSignals } from './embedded-postgres.ts';
 import { startLocalStack } from './stack.ts';
-import { LocalStackError } from './errors.ts';
+import { LocalStackError, coerceError } from './errors.ts';
 
 const USAGE = `Usage: bfg-local <command>
 
@@ -12,25 +15,49 @@ Commands:
   start     run the local system (Postgres, demo broker, ingestor, simulator) until Ctrl-C
   migrate   apply bootstrap, new migrations and (on first run) the seed, then exit
   url       print the application database's connection URL (with its password, for psql)
+  user:add  create or update a local account:
+              --email EMAIL --role admin|member [--site SLUG ...]
+              password from --generate-password (printed once), BFG_USER_PASSWORD, or standard input
 
 Environment: DATABASE_URL, BFG_DATA_DIR, BFG_DB_PORT, BFG_DB_NAME, BFG_LISTEN_HOST (see README).`;
 
 const log = (message: string) => console.log(`[bfg] ${message}`);
 
 async function main(): Promise<void> {
-  const { positionals, values } = parseArgs({ allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      email: { type: 'string' },
+      role: { type: 'string' },
+      site: { type: 'string', multiple: true },
+      'generate-password': { type: 'boolean' },
+    },
+  });
   const command = positionals[0];
   if (values.help || !command) {
     console.log(USAGE);
     return;
   }
-  if (command !== 'start' && command !== 'migrate' && command !== 'url') {
+  if (command !== 'start' && command !== 'migrate' && command !== 'url' && command !== 'user:add') {
     throw new LocalStackError(`Unknown command "${command}".\n\n${USAGE}`);
   }
 
   const config = loadLocalConfig();
   if (command === 'url') {
     console.log(config.DATABASE_URL ?? (await embeddedDatabaseUrl(config)));
+    return;
+  }
+  if (command === 'user:add') {
+    const password = values['generate-password'] ? randomBytes(18).toString('base64url') : await readPassword();
+    const db = await connectToLocalDatabase(config, log);
+    try {
+      const user = await addUser(db.sql, { email: values.email ?? '', password, role: (values.role ?? '') as 'admin', sites: values.site ?? [] });
+      log(`${user.created ? 'created' : 'updated'} ${values.role} ${values.email} (id ${user.id})`);
+      if (values['generate-password']) log(`password (shown once): ${password}`);
+    } finally {
+      await db.close();
+    }
     return;
   }
   if (command === 'migrate') {
@@ -50,6 +77,34 @@ async function main(): Promise<void> {
     await stack.stop();
     log('stopped');
   });
+}
+
+/** BFG_USER_PASSWORD, or the whole of standard input when it is not a terminal. */
+async function readPassword(): Promise<string> {
+  const fromEnv = process.env['BFG_USER_PASSWORD'];
+  if (fromEnv) return fromEnv;
+  if (process.stdin.isTTY) {
+    throw new LocalStackError('Give the password on standard input (e.g. `read -s P; echo "$P" | npm run user:add -- …`), in BFG_USER_PASSWORD, or use --generate-password.');
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+/** The running local database (npm start), or one started for this command. */
+async function connectToLocalDatabase(config: LocalConfig, log: (m: string) => void): Promise<{ sql: Sql; close(): Promise<void> }> {
+  const url = config.DATABASE_URL ?? (await embeddedDatabaseUrl(config));
+  const sql = postgres(url, { max: 1, onnotice: () => undefined, connect_timeout: 3 });
+  try {
+    await sql`select 1`;
+    return { sql, close: () => sql.end() };
+  } catch (err) {
+    await sql.end();
+    if (config.DATABASE_URL) throw new LocalStackError(`Cannot reach DATABASE_URL: ${coerceError(err).message}`);
+  }
+  const db = await openLocalDatabase(config, log);
+  const local = postgres(db.url, { max: 1, onnotice: () => undefined });
+  return { sql: local, close: async () => { await local.end(); await db.stop(); } };
 }
 
 /** First SIGINT/SIGTERM stops gracefully; a second one exits at once. */

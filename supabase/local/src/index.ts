@@ -7,3 +7,6 @@ export { schemaPaths, repoRoot, type SchemaPaths } from './paths.ts';
 export { getFreePort, isPortFree } from './port.ts';
 export { startDemoBroker, type DemoBroker, type DemoBrokerOptions } from './demo-broker.ts';
 export { startRealtimeServer, type RealtimeServer, type RealtimeServerOptions } from './realtime/server.ts';
+export { hashPassword, verifyPassword } from './auth/passwords.ts';
+export { addUser, newUserSchema, type NewUser } from './auth/users.ts';
+export { mintAccessToken, mintAnonKey, type TokenUser } from './auth/tokens.ts';
