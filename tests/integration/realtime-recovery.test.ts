@@ -57,40 +57,38 @@ async function siteRow(sql: postgres.Sql): Promise<string> {
 }
 
 describe('realtime recovery', () => {
-  it('rejoins after a Postgres restart and receives new changes', async () => {
-    const { pg, start, sql, supabase } = await setUp();
+  /** A channel following site inserts; `restart` breaks the path to the client in some way. */
+  async function rejoinsAfter(restart: (env: Awaited<ReturnType<typeof setUp>>) => Promise<void>) {
+    const env = await setUp();
     const statuses = new Inbox<string>();
     const changes = new Inbox<Record<string, unknown>>();
-    supabase.channel(`recover-${randomUUID()}`)
+    env.supabase.channel(`recover-${randomUUID()}`)
       .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'site' }, (p) => changes.push(p.new))
       .subscribe((status) => statuses.push(String(status)));
     expect(await statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
-    const before = await siteRow(sql);
+    const before = await siteRow(env.sql);
     expect((await changes.next('the first insert'))['id']).toBe(Number(before));
 
-    await pg.server.stop();
-    pg.server = await start();
+    await restart(env);
     // The channel errors and rejoins; its SUBSCRIBED fires again (apps reload their snapshot then).
     let status = await statuses.next('a status after the restart', 15_000);
     while (status !== 'SUBSCRIBED') status = await statuses.next('SUBSCRIBED again', 15_000);
-    const after = await siteRow(sql);
+    const after = await siteRow(env.sql);
     expect((await changes.next('the insert after the restart', 10_000))['id']).toBe(Number(after));
+  }
+
+  it('rejoins after a Postgres restart and receives new changes', async () => {
+    await rejoinsAfter(async ({ pg, start }) => {
+      await pg.server.stop();
+      pg.server = await start();
+    });
   });
 
   it('rejoins after the realtime server restarts', async () => {
-    const { rt, startServer, sql, supabase } = await setUp();
-    const statuses = new Inbox<string>();
-    const changes = new Inbox<Record<string, unknown>>();
-    supabase.channel(`restart-${randomUUID()}`)
-      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'site' }, (p) => changes.push(p.new))
-      .subscribe((status) => statuses.push(String(status)));
-    expect(await statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
-    await rt.server.close();
-    rt.server = await startServer();
-    let status = await statuses.next('a status after the restart', 15_000);
-    while (status !== 'SUBSCRIBED') status = await statuses.next('SUBSCRIBED again', 15_000);
-    const id = await siteRow(sql);
-    expect((await changes.next('the insert after the restart', 10_000))['id']).toBe(Number(id));
+    await rejoinsAfter(async ({ rt, startServer }) => {
+      await rt.server.close();
+      rt.server = await startServer();
+    });
   });
 
   it('keeps the channel across a token refresh, with the new claims, and closes it when the token expires', async () => {
