@@ -34,3 +34,28 @@ export class CoalescingRunner {
     return this.running;
   }
 }
+
+/**
+ * A CoalescingRunner that also runs every `intervalMs` once started — the shape of every
+ * "aggregate in memory, write periodically and on demand, write the rest on stop" component.
+ */
+export class PeriodicWriter extends CoalescingRunner {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly intervalMs: number;
+
+  constructor(task: () => Promise<void>, intervalMs: number) {
+    super(task);
+    this.intervalMs = intervalMs;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.run(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the timer and writes what is left. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.run();
+  }
+}

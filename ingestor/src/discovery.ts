@@ -1,5 +1,5 @@
 import type { Db } from './db.ts';
-import { CoalescingRunner } from './coalescing-runner.ts';
+import { PeriodicWriter } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { ProcessedMessage } from './message-pipeline.ts';
@@ -17,8 +17,7 @@ import { upsertDiscoveredTopics, type DiscoveredTopicUpsert } from './sql/upsert
  */
 export class DiscoveryAggregator {
   private entries = new Map<string, DiscoveredTopicUpsert>();
-  private timer: NodeJS.Timeout | undefined;
-  private readonly writer = new CoalescingRunner(() => this.writeOnce());
+  private readonly writer: PeriodicWriter;
   /** New topics not recorded since the last successful write (only while the database lags far behind). */
   dropped = 0;
   /** Same, since start. */
@@ -32,6 +31,7 @@ export class DiscoveryAggregator {
     this.sql = sql;
     this.logger = logger;
     this.options = options;
+    this.writer = new PeriodicWriter(() => this.writeOnce(), this.options.flushMs);
   }
 
   /** Distinct topics currently held in memory. */
@@ -40,8 +40,7 @@ export class DiscoveryAggregator {
   }
 
   start(): void {
-    this.timer = setInterval(() => void this.flush(), this.options.flushMs);
-    this.timer.unref();
+    this.writer.start();
   }
 
   record(m: ProcessedMessage): void {
@@ -93,9 +92,8 @@ export class DiscoveryAggregator {
     return this.writer.run();
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.flush();
+  stop(): Promise<void> {
+    return this.writer.stop();
   }
 
   private async writeOnce(): Promise<void> {

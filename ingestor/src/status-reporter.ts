@@ -1,5 +1,5 @@
 import type { Db } from './db.ts';
-import { CoalescingRunner } from './coalescing-runner.ts';
+import { PeriodicWriter } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { writeLastMessageAt, writeStatusChanges, type StatusChange } from './sql/connections.ts';
@@ -17,8 +17,7 @@ export class StatusReporter {
   private latest = new Map<string, StatusChange>();
   private log: StatusChange[] = [];
   private activity = new Map<string, Date>();
-  private readonly writer = new CoalescingRunner(() => this.writeOnce());
-  private timer: NodeJS.Timeout | undefined;
+  private readonly writer: PeriodicWriter;
 
   private readonly sql: Db;
   private readonly fileLog: Logger;
@@ -30,11 +29,11 @@ export class StatusReporter {
     this.fileLog = fileLog;
     this.logger = logger;
     this.options = options;
+    this.writer = new PeriodicWriter(() => this.writeOnce(), this.options.flushMs);
   }
 
   start(): void {
-    this.timer = setInterval(() => void this.flush(), this.options.flushMs);
-    this.timer.unref();
+    this.writer.start();
   }
 
   report(change: Omit<StatusChange, 'at'>): void {
@@ -56,9 +55,8 @@ export class StatusReporter {
     return this.writer.run();
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.flush();
+  stop(): Promise<void> {
+    return this.writer.stop();
   }
 
   private async writeOnce(): Promise<void> {
