@@ -23,6 +23,10 @@ const envSchema = z.object({
   BFG_JWT_SECRET: z.string().min(32).optional(),
   /** Run the device simulator against the demo broker. */
   BFG_SIMULATE: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  /** Port of the dashboard. */
+  BFG_WEB_PORT: port.default(3000),
+  /** Run the dashboard (needs `npm run build -w @bfg/web`; `npm start` builds it). */
+  BFG_WEB: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
   /** Address the local services listen on. Loopback unless you mean to expose them. */
   BFG_LISTEN_HOST: z.string().min(1).default('127.0.0.1'),
 });

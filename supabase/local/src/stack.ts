@@ -7,19 +7,23 @@ import type { LocalConfig } from './config.ts';
 import { openLocalDatabase, type LocalDatabase } from './database.ts';
 import { startDemoBroker } from './demo-broker.ts';
 import { startRealtimeServer } from './realtime/server.ts';
+import { ensureFirstAdmin } from './first-admin.ts';
 import { loadOrCreateSecrets } from './secrets.ts';
+import { startWebServer } from './web-server.ts';
 
 export interface LocalStack {
   readonly databaseUrl: string;
   readonly brokerUrl: string;
   readonly realtimeUrl: string;
+  /** The dashboard's URL, when it runs (BFG_WEB). */
+  readonly webUrl: string | null;
   stop(): Promise<void>;
 }
 
 /**
- * `npm start`: the whole local system in one process — database (migrated, seeded), the demo
- * broker the seed's connection points at, the ingestor, and a simulated fleet publishing to the
- * broker. Stops in reverse order.
+ * `npm start`: the whole local system — database (migrated, seeded), realtime server, the demo
+ * broker the seed's connection points at, the ingestor, a simulated fleet publishing to the broker,
+ * and the dashboard (a child process running its production build). Stops in reverse order.
  */
 export async function startLocalStack(config: LocalConfig, log: (message: string) => void): Promise<LocalStack> {
   const stops: (() => Promise<void>)[] = [];
@@ -46,6 +50,7 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     const broker = await startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST });
     stops.push(() => broker.close());
     log(`demo MQTT broker listening on ${broker.url}`);
+    await pointDemoConnectionAt(db.url, broker.port, log);
 
     const ingestorConfig = loadIngestorConfig({
       ...process.env,
@@ -70,10 +75,44 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
         await simulation;
       });
     }
-    return { databaseUrl: db.url, brokerUrl: broker.url, realtimeUrl: realtime.url, stop: stopAll };
+
+    let webUrl: string | null = null;
+    if (config.BFG_WEB) {
+      const web = await startWebServer({
+        port: config.BFG_WEB_PORT, host: config.BFG_LISTEN_HOST, databaseUrl: db.url, jwtSecret, realtimeUrl: realtime.url, log,
+      });
+      stops.push(() => web.stop());
+      webUrl = web.url;
+      log(`dashboard on ${web.url}`);
+      const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
+      try {
+        await ensureFirstAdmin(sql, log);
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
+    }
+    return { databaseUrl: db.url, brokerUrl: broker.url, realtimeUrl: realtime.url, webUrl, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;
+  }
+}
+
+/**
+ * The seed points the demo connection at 127.0.0.1:1883; when the demo broker runs on another
+ * port (BFG_MQTT_PORT), follow it — only while that connection still points at loopback.
+ */
+async function pointDemoConnectionAt(databaseUrl: string, port: number, log: (message: string) => void): Promise<void> {
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => undefined });
+  try {
+    const moved = await sql`
+      update public.mqtt_connection c set port = ${port}
+      from public.site s
+      where s.id = c.site_id and s.slug = 'demo' and c.host in ('127.0.0.1', 'localhost') and c.port <> ${port}
+      returning c.id`;
+    if (moved.length > 0) log(`demo connection now points at the demo broker's port ${port}`);
+  } finally {
+    await sql.end({ timeout: 5 });
   }
 }
 

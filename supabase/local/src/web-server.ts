@@ -1,0 +1,93 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { mintAnonKey } from './auth/tokens.ts';
+import { LocalStackError } from './errors.ts';
+import { repoRoot } from './paths.ts';
+
+/** The built dashboard's request handler (adapter-node output of `npm run build -w @bfg/web`). */
+export const webBuildEntry = path.join(repoRoot, 'web', 'build', 'handler.js');
+/** The dashboard's production entry (serves the build; see web/server.js for why not build/index.js). */
+export const webServerEntry = path.join(repoRoot, 'web', 'server.js');
+
+export interface WebServerOptions {
+  port: number;
+  host: string;
+  databaseUrl: string;
+  jwtSecret: string;
+  /** Base URL of the realtime server, which supabase-js in the browser connects to. */
+  realtimeUrl: string;
+  log: (message: string) => void;
+  /** Give up waiting for the server to answer after this long. */
+  startTimeoutMs?: number;
+}
+
+export interface WebServer {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs the built dashboard as a child process — the way it runs in production (`node build`) —
+ * configured for the local stack: local accounts, tokens signed with the stack's JWT secret,
+ * supabase-js pointed at the local realtime server. Resolves once it answers HTTP.
+ */
+export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
+  if (!existsSync(webBuildEntry)) {
+    throw new LocalStackError('The dashboard is not built. Run `npm run build -w @bfg/web` (`npm start` does this first).');
+  }
+  const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
+  const child = spawn(process.execPath, [webServerEntry], {
+    cwd: path.dirname(webServerEntry),
+    env: {
+      ...process.env,
+      PORT: String(options.port),
+      HOST: options.host,
+      DATABASE_URL: options.databaseUrl,
+      BFG_AUTH: 'local',
+      BFG_JWT_SECRET: options.jwtSecret,
+      PUBLIC_SUPABASE_URL: options.realtimeUrl,
+      PUBLIC_SUPABASE_ANON_KEY: await mintAnonKey(options.jwtSecret),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    readline.createInterface({ input: stream }).on('line', (line) => {
+      output.push(line);
+      if (output.length > 50) output.shift();
+      options.log(`web: ${line}`);
+    });
+  }
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    await waitUntilServing(url, exited, options.startTimeoutMs ?? 20_000);
+  } catch (err) {
+    await stopChild(child, exited);
+    throw new LocalStackError(`The dashboard did not start: ${(err as Error).message}\n${output.slice(-10).join('\n')}`);
+  }
+  return { url, stop: () => stopChild(child, exited) };
+}
+
+async function waitUntilServing(url: string, exited: Promise<number | null>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exitCode: number | null | undefined;
+  void exited.then((code) => (exitCode = code));
+  while (Date.now() < deadline) {
+    if (exitCode !== undefined) throw new Error(`it exited with code ${exitCode}`);
+    const ok = await fetch(`${url}/login`, { redirect: 'manual', signal: AbortSignal.timeout(2000) }).then((r) => r.status < 500, () => false);
+    if (ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no answer on ${url} within ${timeoutMs} ms`);
+}
+
+/** SIGTERM (adapter-node finishes open requests), SIGKILL if it is still there after 5 s. */
+async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}

@@ -1,0 +1,52 @@
+import { building } from '$app/env';
+import { defineEnvVars } from '@sveltejs/kit/env';
+import { z } from 'zod';
+
+/**
+ * Validates with `schema` when the server starts. SvelteKit also runs the server once during
+ * `vite build` (route analysis); the dashboard is built once and configured where it runs, so
+ * values are not required then.
+ */
+function atRuntime<T>(schema: z.ZodType<T, string | undefined>) {
+  return (value: string | undefined): T => {
+    if (building) return undefined as T;
+    const result = schema.safeParse(value);
+    if (!result.success) throw new Error(result.error.issues.map((issue) => issue.message).join('; '));
+    return result.data;
+  };
+}
+
+/**
+ * The dashboard's environment, validated with zod when the server starts (SvelteKit 3 reads this
+ * file; a bad value stops the start with the variable's name and the problem).
+ * Private values are importable only from server code (`$app/env/private`); PUBLIC_* values are
+ * sent to the browser.
+ */
+export const variables = defineEnvVars({
+  DATABASE_URL: {
+    description: 'Postgres the dashboard reads and writes as the signed-in user (SET ROLE + JWT claims, so RLS applies).',
+    schema: atRuntime(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
+  },
+  BFG_AUTH: {
+    description: '`local`: accounts in auth.users created with `npm run user:add`, the dashboard mints the JWT. `supabase`: Supabase Auth sessions.',
+    schema: atRuntime(z.enum(['local', 'supabase']).default('local')),
+  },
+  BFG_JWT_SECRET: {
+    description: 'The project JWT secret (HS256). Local mode signs access tokens with it; Supabase mode verifies tokens with it when set.',
+    schema: atRuntime(z.string().min(32, 'must be at least 32 characters').optional()),
+  },
+  SENTRY_DSN: {
+    description: 'Report unexpected server errors to Sentry when set.',
+    schema: atRuntime(z.url().optional()),
+  },
+  PUBLIC_SUPABASE_URL: {
+    public: true,
+    description: 'Base URL supabase-js talks to: the local realtime server (http://127.0.0.1:54321) or https://<project>.supabase.co.',
+    schema: atRuntime(z.url()),
+  },
+  PUBLIC_SUPABASE_ANON_KEY: {
+    public: true,
+    description: 'The anon (publishable) key; identifies the project, grants nothing RLS does not.',
+    schema: atRuntime(z.string().min(20)),
+  },
+});

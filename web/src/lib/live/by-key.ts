@@ -1,0 +1,12 @@
+/** Rows indexed by key; replaced (not mutated) per batch so Svelte sees one change. */
+export function indexBy<K, T>(rows: readonly T[], key: (row: T) => K): Map<K, T> {
+  return new Map(rows.map((row) => [key(row), row]));
+}
+
+/** A copy of `map` with `rows` upserted and `removed` deleted. */
+export function withChanges<K, T>(map: ReadonlyMap<K, T>, key: (row: T) => K, rows: readonly T[], removed: readonly K[] = []): Map<K, T> {
+  const next = new Map(map);
+  for (const row of rows) next.set(key(row), row);
+  for (const k of removed) next.delete(k);
+  return next;
+}

@@ -1,0 +1,25 @@
+import { z } from 'zod';
+import type { RawMessage } from '#lib/realtime/live-channel.svelte.ts';
+
+/** The payload of the database's device broadcasts (private.broadcast_device_changes). */
+export const deviceBroadcast = z.object({
+  table: z.enum(['gateway', 'datalogger', 'sensor']),
+  op: z.enum(['INSERT', 'UPDATE', 'DELETE']),
+  rows: z.array(z.record(z.string(), z.unknown())),
+});
+
+/**
+ * A postgres_changes message as an upsert or a delete of one row, validated with the table's row
+ * schema; null when it does not validate.
+ */
+export function rowChange<T>(message: RawMessage, schema: z.ZodType<T>, keyOf: (old: Record<string, unknown>) => string | number | null):
+  { op: 'upsert'; row: T } | { op: 'delete'; key: string | number } | null {
+  if (message.kind !== 'postgres') return null;
+  if (message.eventType === 'DELETE') {
+    const old = z.record(z.string(), z.unknown()).safeParse(message.oldRecord);
+    const key = old.success ? keyOf(old.data) : null;
+    return key === null ? null : { op: 'delete', key };
+  }
+  const row = schema.safeParse(message.record);
+  return row.success ? { op: 'upsert', row: row.data } : null;
+}

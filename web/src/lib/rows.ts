@@ -1,0 +1,130 @@
+import { z } from 'zod';
+
+// Row shapes the dashboard shows, parsed with zod wherever rows come in: server loads (postgres.js
+// gives int8 as strings and timestamps as Dates) and realtime payloads (JSON numbers and ISO
+// strings). One schema per table, so a live update and a reloaded snapshot are the same object.
+// Unknown columns are dropped, so a column added later does not leak into the page.
+
+const id = z.coerce.number().int();
+const int = z.coerce.number().int();
+const at = z.coerce.date();
+const optionalAt = z.coerce.date().nullable().catch(null);
+const text = z.string().nullable();
+
+export const connectionStatuses = ['disconnected', 'connecting', 'connected', 'reconnecting', 'error', 'disabled'] as const;
+export type ConnectionStatus = (typeof connectionStatuses)[number];
+
+export const connectionRow = z.object({
+  id,
+  site_id: id,
+  host: z.string(),
+  port: int,
+  protocol: z.enum(['mqtt', 'mqtts', 'ws', 'wss']),
+  ws_path: z.string(),
+  protocol_version: int,
+  username: text,
+  client_id: z.string(),
+  clean_start: z.boolean(),
+  session_expiry_s: int,
+  keepalive_s: int,
+  subscribe_filters: z.array(z.string()),
+  reject_unauthorized: z.boolean(),
+  share_group: text,
+  is_active: z.boolean(),
+  status: z.enum(connectionStatuses),
+  status_detail: text,
+  status_changed_at: at,
+  last_connected_at: optionalAt,
+  last_message_at: optionalAt,
+});
+export type ConnectionRow = z.infer<typeof connectionRow>;
+
+export const gatewayRow = z.object({
+  id,
+  site_id: id,
+  ident: z.string(),
+  name: text,
+  online: z.boolean().nullable(),
+  firmware: text,
+  rssi_dbm: int.nullable(),
+  last_seen_at: at,
+});
+export type GatewayRow = z.infer<typeof gatewayRow>;
+
+export const dataloggerRow = z.object({
+  id,
+  site_id: id,
+  gateway_id: id,
+  ident: z.string(),
+  name: text,
+  model: text,
+  interval_s: int.nullable(),
+  last_seen_at: at,
+});
+export type DataloggerRow = z.infer<typeof dataloggerRow>;
+
+export const sensorRow = z.object({
+  id,
+  site_id: id,
+  datalogger_id: id,
+  ident: z.string(),
+  name: text,
+  kind: text,
+  unit: text,
+  last_value: z.number().nullable(),
+  last_value_at: optionalAt,
+  last_quality: text,
+});
+export type SensorRow = z.infer<typeof sensorRow>;
+
+export const discoveredTopicRow = z.object({
+  connection_id: id,
+  topic: z.string(),
+  first_seen_at: at,
+  last_seen_at: at,
+  message_count: int,
+  last_payload: text,
+  last_payload_bytes: int.nullable(),
+  is_processable: z.boolean(),
+  matched_topic_id: id.nullable(),
+  last_error: text,
+});
+export type DiscoveredTopicRow = z.infer<typeof discoveredTopicRow>;
+
+export const topicPatternRow = z.object({
+  id,
+  connection_id: id,
+  pattern: z.string(),
+  parser: z.string(),
+  qos: int,
+  is_active: z.boolean(),
+  priority: int,
+});
+export type TopicPatternRow = z.infer<typeof topicPatternRow>;
+
+export const connectionLogRow = z.object({
+  id,
+  connection_id: id,
+  created_at: at,
+  level: z.enum(['debug', 'info', 'warn', 'error']),
+  event: z.string(),
+  status: text,
+  detail: text,
+});
+export type ConnectionLogRow = z.infer<typeof connectionLogRow>;
+
+export const parsingLogKinds = ['invalid_json', 'schema', 'unknown_parser', 'too_large', 'processing', 'invalid_topic'] as const;
+export const parsingLogRow = z.object({
+  id,
+  connection_id: id,
+  topic: z.string(),
+  parser: text,
+  kind: z.enum(parsingLogKinds),
+  message: z.string(),
+  issue_paths: z.array(z.string()),
+  payload_excerpt: text,
+  count: int,
+  first_seen_at: at,
+  last_seen_at: at,
+});
+export type ParsingLogRow = z.infer<typeof parsingLogRow>;

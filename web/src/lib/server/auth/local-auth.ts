@@ -1,0 +1,77 @@
+import { mintAccessToken, verifyPassword } from '@bfg/local/auth';
+import type { Sql } from 'postgres';
+import { userOf } from './claims.ts';
+import { REFRESH_MARGIN_S, SESSION_MAX_AGE_S, type AuthProvider, type Session } from './session.ts';
+import { verifyAccessToken } from './verify-token.ts';
+
+/** Access tokens live an hour, like Supabase Auth's default; the session cookie refreshes them. */
+const ACCESS_TOKEN_TTL_S = 3600;
+/**
+ * Compared against when the e-mail is unknown, so that a wrong e-mail takes as long as a wrong
+ * password (no account enumeration by timing). A valid hash of a random password.
+ */
+const DUMMY_HASH = 'scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+
+interface AccountRow {
+  id: string;
+  email: string;
+  encrypted_password: string | null;
+  app_metadata: Record<string, unknown>;
+}
+
+/**
+ * Local accounts (auth.users rows made by `npm run user:add`): the dashboard checks the password
+ * and mints a JWT with Supabase Auth's claims, signed with the project JWT secret that Postgres
+ * RLS (via claims) and the realtime server trust. Reading auth.users is the auth server's job, so
+ * these queries run as the pool's role, never as the user.
+ */
+export function createLocalAuth(sql: Sql, jwtSecret: string): AuthProvider {
+  const findAccount = async (where: { email: string } | { id: string }): Promise<AccountRow | undefined> => {
+    const [row]: [AccountRow?] = 'email' in where
+      ? await sql`select id::text, email, encrypted_password, raw_app_meta_data as app_metadata from auth.users
+                  where email = ${where.email.toLowerCase()} and (banned_until is null or banned_until < now())`
+      : await sql`select id::text, email, encrypted_password, raw_app_meta_data as app_metadata from auth.users
+                  where id = ${where.id} and (banned_until is null or banned_until < now())`;
+    return row;
+  };
+
+  const sessionFor = async (account: AccountRow): Promise<Session> => {
+    const accessToken = await mintAccessToken(
+      { id: account.id, email: account.email, appMetadata: account.app_metadata }, jwtSecret, ACCESS_TOKEN_TTL_S);
+    const verified = await verifyAccessToken(accessToken, jwtSecret);
+    if (!verified) throw new Error('a freshly minted access token did not verify; is BFG_JWT_SECRET the realtime server\'s?');
+    return { accessToken, expiresAt: verified.claims.exp, claims: verified.claims, user: userOf(verified.claims) };
+  };
+
+  return {
+    async signIn(email, password) {
+      const account = await findAccount({ email });
+      const valid = await verifyPassword(password, account?.encrypted_password ?? DUMMY_HASH);
+      if (!account || !valid) return { ok: false, message: 'Wrong e-mail or password.' };
+      await sql`update auth.users set last_sign_in_at = now() where id = ${account.id}`;
+      const session = await sessionFor(account);
+      return { ok: true, session, cookies: { access: session.accessToken } };
+    },
+
+    async resume(cookies) {
+      const verified = await verifyAccessToken(cookies.access, jwtSecret);
+      if (!verified) return null;
+      const now = Math.floor(Date.now() / 1000);
+      if (!verified.expired && verified.claims.exp - now > REFRESH_MARGIN_S) {
+        const { claims } = verified;
+        return { session: { accessToken: cookies.access, expiresAt: claims.exp, claims, user: userOf(claims) } };
+      }
+      // Refresh: only within the session lifetime, and only if the account still exists and is
+      // not banned; role and sites are read again, so a demoted admin loses rights within the hour.
+      if (now - verified.claims.exp > SESSION_MAX_AGE_S) return null;
+      const account = await findAccount({ id: verified.claims.sub });
+      if (!account) return null;
+      const session = await sessionFor(account);
+      return { session, cookies: { access: session.accessToken } };
+    },
+
+    async signOut() {
+      // Stateless tokens: clearing the cookie is the sign-out; a copied token expires within the hour.
+    },
+  };
+}

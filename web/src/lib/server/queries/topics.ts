@@ -1,0 +1,47 @@
+import type { TransactionSql } from 'postgres';
+import { z } from 'zod';
+import { discoveredTopicRow, topicPatternRow, type DiscoveredTopicRow, type TopicPatternRow } from '../../rows.ts';
+
+export interface TopicFilter {
+  connectionId: number | null;
+  /** Substring of the topic, case-insensitive. */
+  search: string;
+  processable: boolean | null;
+  limit: number;
+}
+
+/** Discovered topics, most recently seen first. */
+export async function listDiscoveredTopics(tx: TransactionSql, f: TopicFilter): Promise<{ rows: DiscoveredTopicRow[]; total: number }> {
+  const pattern = `%${f.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const rows = await tx`
+    select *, count(*) over () as total
+    from public.discovered_topic
+    where (${f.connectionId}::bigint is null or connection_id = ${f.connectionId})
+      and (${f.search} = '' or topic ilike ${pattern})
+      and (${f.processable}::boolean is null or is_processable = ${f.processable})
+    order by last_seen_at desc, topic
+    limit ${f.limit}`;
+  return { rows: z.array(discoveredTopicRow).parse(rows), total: Number(rows[0]?.['total'] ?? 0) };
+}
+
+export async function listTopicPatterns(tx: TransactionSql): Promise<TopicPatternRow[]> {
+  const rows = await tx`select * from public.mqtt_topic order by connection_id, priority, id`;
+  return z.array(topicPatternRow).parse(rows);
+}
+
+export interface NewTopicPattern {
+  connection_id: number;
+  pattern: string;
+  parser: string;
+  qos: number;
+  priority: number;
+}
+
+/** Adds a pattern; the ingestor picks it up through mqtt_topic:changed. */
+export async function createTopicPattern(tx: TransactionSql, p: NewTopicPattern): Promise<TopicPatternRow> {
+  const rows = await tx`
+    insert into public.mqtt_topic (connection_id, pattern, parser, qos, priority)
+    values (${p.connection_id}, ${p.pattern}, ${p.parser}, ${p.qos}, ${p.priority})
+    returning *`;
+  return topicPatternRow.parse(rows[0]);
+}

@@ -1,0 +1,17 @@
+import { error } from '@sveltejs/kit';
+import { asUser } from '#lib/server/as-user.ts';
+import { requireSession } from '#lib/server/guards.ts';
+import { loadSiteDevices } from '#lib/server/queries/devices.ts';
+import { listSiteSummaries } from '#lib/server/queries/sites.ts';
+import type { PageServerLoad } from './$types';
+
+export const load = (async ({ locals, params, depends }) => {
+  depends('app:site-devices');
+  const session = requireSession(locals);
+  return asUser(session.claims, async (tx) => {
+    const [site] = await listSiteSummaries(tx, params.siteId);
+    // RLS hides other sites' rows: for this user the site does not exist.
+    if (!site) error(404, 'No such site, or you are not a member of it.');
+    return { site, devices: await loadSiteDevices(tx, params.siteId) };
+  });
+}) satisfies PageServerLoad;

@@ -1,0 +1,37 @@
+import { fail, redirect } from '@sveltejs/kit';
+import { z } from 'zod';
+import { BFG_AUTH } from '$app/env/private';
+import { auth, writeSessionCookies } from '#lib/server/auth/index.ts';
+import { fieldErrors, formFields, type FieldErrors } from '#lib/server/form.ts';
+import type { Actions, PageServerLoad } from './$types';
+
+const signInSchema = z.object({
+  email: z.email('Enter your e-mail address').max(320),
+  password: z.string().min(1, 'Enter your password').max(1024),
+  next: z.string().optional(),
+});
+
+/** Only same-site paths: `next` must not turn the sign-in page into an open redirect. */
+function safeNext(next: string | undefined): string {
+  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+}
+
+const noErrors: FieldErrors = {};
+
+export const load = (({ locals, url }) => {
+  if (locals.session) redirect(303, safeNext(url.searchParams.get('next') ?? undefined));
+  return { mode: BFG_AUTH };
+}) satisfies PageServerLoad;
+
+export const actions = {
+  default: async ({ request, cookies, url }) => {
+    const form = await formFields(request);
+    const parsed = signInSchema.safeParse(form);
+    const email = form['email'] ?? '';
+    if (!parsed.success) return fail(400, { email, errors: fieldErrors(parsed.error), message: null as string | null });
+    const result = await auth().signIn(parsed.data.email, parsed.data.password);
+    if (!result.ok) return fail(400, { email, errors: noErrors, message: result.message });
+    writeSessionCookies(cookies, result.cookies, url.protocol === 'https:');
+    redirect(303, safeNext(parsed.data.next));
+  },
+} satisfies Actions;

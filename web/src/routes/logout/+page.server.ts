@@ -1,0 +1,14 @@
+import { redirect } from '@sveltejs/kit';
+import { auth, clearSessionCookies, readSessionCookies } from '#lib/server/auth/index.ts';
+import type { Actions, PageServerLoad } from './$types';
+
+export const load = (() => redirect(303, '/')) satisfies PageServerLoad;
+
+export const actions = {
+  default: async ({ cookies }) => {
+    const stored = readSessionCookies(cookies);
+    if (stored) await auth().signOut(stored);
+    clearSessionCookies(cookies);
+    redirect(303, '/login');
+  },
+} satisfies Actions;
