@@ -17,6 +17,20 @@ export default defineConfig({
           pool: 'forks',
         },
       },
+      {
+        test: {
+          name: 'e2e',
+          root: import.meta.dirname,
+          include: ['e2e/**/*.test.ts'],
+          // The whole local system once (see e2e/support/stack-setup.ts); the dashboard must be
+          // built first (`npm test` runs `npm run build` as its pretest).
+          globalSetup: ['e2e/support/stack-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          pool: 'forks',
+        },
+      },
     ],
   },
 });

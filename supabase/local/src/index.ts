@@ -10,3 +10,5 @@ export { startRealtimeServer, type RealtimeServer, type RealtimeServerOptions } 
 export { hashPassword, verifyPassword } from './auth/passwords.ts';
 export { addUser, newUserSchema, type NewUser } from './auth/users.ts';
 export { mintAccessToken, mintAnonKey, type TokenUser } from './auth/tokens.ts';
+export { startLocalStack, type LocalStack } from './stack.ts';
+export { startWebServer, type WebServer, type WebServerOptions } from './web-server.ts';

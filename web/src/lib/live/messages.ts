@@ -12,8 +12,9 @@ export const deviceBroadcast = z.object({
  * A postgres_changes message as an upsert or a delete of one row, validated with the table's row
  * schema; null when it does not validate.
  */
-export function rowChange<T>(message: RawMessage, schema: z.ZodType<T>, keyOf: (old: Record<string, unknown>) => string | number | null):
-  { op: 'upsert'; row: T } | { op: 'delete'; key: string | number } | null {
+export type RowChange<T> = { op: 'upsert'; row: T } | { op: 'delete'; key: string | number };
+
+export function rowChange<T>(message: RawMessage, schema: z.ZodType<T>, keyOf: (old: Record<string, unknown>) => string | number | null): RowChange<T> | null {
   if (message.kind !== 'postgres') return null;
   if (message.eventType === 'DELETE') {
     const old = z.record(z.string(), z.unknown()).safeParse(message.oldRecord);

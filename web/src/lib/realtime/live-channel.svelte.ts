@@ -16,8 +16,11 @@ export interface LiveChannelOptions<T> {
   private?: boolean;
   postgresChanges?: { table: string; event?: '*' | 'INSERT' | 'UPDATE' | 'DELETE'; filter?: string }[];
   broadcastEvents?: string[];
-  /** Validates one message; null drops it (and it is logged), so a bad payload never reaches the page. */
-  parse: (message: RawMessage) => T | null;
+  /**
+   * Validates one message. null = invalid: dropped and logged, so a bad payload never reaches the
+   * page; undefined = valid but not for this page (another sensor's update): dropped quietly.
+   */
+  parse: (message: RawMessage) => T | null | undefined;
   /** Applies a batch, in arrival order. */
   apply: (batch: T[]) => void;
   /**
@@ -104,6 +107,7 @@ export class LiveChannel<T> {
 
   #receive(message: RawMessage): void {
     const parsed = this.#options.parse(message);
+    if (parsed === undefined) return;
     if (parsed === null) {
       console.warn(`[bfg] realtime ${this.#options.topic}: dropped a message that did not validate`, message);
       return;

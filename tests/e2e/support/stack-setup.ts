@@ -1,0 +1,45 @@
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { getFreePort, loadLocalConfig, startLocalStack } from '@bfg/local';
+import { makeTempDir } from '../../support/temp-dir.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The dashboard of the e2e stack. */
+    e2eWebUrl: string;
+    /** Superuser URL of the e2e stack's database (for SQL made "elsewhere", as in psql or Studio). */
+    e2eDatabaseUrl: string;
+    /** The demo broker the simulator and the seeded connection use. */
+    e2eBrokerUrl: string;
+  }
+}
+
+/**
+ * The whole local system, as `npm start` runs it — embedded Postgres (migrated, seeded), realtime
+ * server, demo broker, ingestor, simulator and the built dashboard — on free loopback ports, with
+ * its data in a throwaway directory.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const dir = await makeTempDir('e2e');
+  const config = loadLocalConfig({
+    BFG_DATA_DIR: path.join(dir.path, 'data'),
+    BFG_DB_PORT: String(await getFreePort()),
+    BFG_MQTT_PORT: String(await getFreePort()),
+    BFG_REALTIME_PORT: String(await getFreePort()),
+    BFG_WEB_PORT: String(await getFreePort()),
+    BFG_LISTEN_HOST: '127.0.0.1',
+  });
+  const lines: string[] = [];
+  const stack = await startLocalStack(config, (line) => lines.push(line)).catch(async (err: unknown) => {
+    await dir.remove();
+    throw new Error(`the e2e stack did not start:\n${lines.join('\n')}`, { cause: err });
+  });
+  if (!stack.webUrl) throw new Error('the e2e stack runs without the dashboard');
+  project.provide('e2eWebUrl', stack.webUrl);
+  project.provide('e2eDatabaseUrl', stack.databaseUrl);
+  project.provide('e2eBrokerUrl', stack.brokerUrl);
+  return async () => {
+    await stack.stop();
+    await dir.remove();
+  };
+}

@@ -1,0 +1,57 @@
+import { error, fail } from '@sveltejs/kit';
+import postgres from 'postgres';
+import { connectionSecretsSchema, connectionSettingsSchema, secretFieldNames } from '#lib/connection-form.ts';
+import { asUser } from '#lib/server/as-user.ts';
+import { fieldErrors, formFields } from '#lib/server/form.ts';
+import { requireAdmin } from '#lib/server/guards.ts';
+import { getConnection, getSecretPresence, setSecrets, updateConnectionSettings } from '#lib/server/queries/connections.ts';
+import type { Actions, PageServerLoad } from './$types';
+
+export const load = (async ({ locals, params, depends }) => {
+  depends('app:connection');
+  const session = requireAdmin(locals);
+  return asUser(session.claims, async (tx) => {
+    const connection = await getConnection(tx, params.connectionId);
+    if (!connection) error(404, 'No such connection.');
+    // Which secrets are set, never their values: the browser gets booleans only.
+    return { connection, secrets: await getSecretPresence(tx, connection.id) };
+  });
+}) satisfies PageServerLoad;
+
+/** What the form sends back on an error: what was typed, minus every secret. */
+function echo(fields: Record<string, string>): Record<string, string> {
+  const values = { ...fields };
+  for (const name of secretFieldNames) delete values[name];
+  return values;
+}
+
+export const actions = {
+  save: async ({ locals, params, request }) => {
+    const session = requireAdmin(locals);
+    const fields = await formFields(request);
+    const settings = connectionSettingsSchema.safeParse(fields);
+    const secrets = connectionSecretsSchema.safeParse(fields);
+    if (!settings.success || !secrets.success) {
+      const errors = { ...(settings.success ? {} : fieldErrors(settings.error)), ...(secrets.success ? {} : fieldErrors(secrets.error)) };
+      return fail(400, { values: echo(fields), errors, message: 'Some values need fixing.' });
+    }
+    try {
+      const found = await asUser(session.claims, async (tx) => {
+        if (!(await updateConnectionSettings(tx, params.connectionId, settings.data))) return false;
+        const s = secrets.data;
+        if (s.password !== null || s.client_cert !== null || s.client_key !== null || s.ca_cert !== null) {
+          await setSecrets(tx, params.connectionId, s);
+        }
+        return true;
+      });
+      if (!found) error(404, 'No such connection.');
+    } catch (err) {
+      // A constraint the form does not know (or a value changed elsewhere meanwhile): say which.
+      if (err instanceof postgres.PostgresError && (err.code === '23514' || err.code === '23505' || err.code === '22P02')) {
+        return fail(400, { values: echo(fields), errors: {}, message: `The database refused the change: ${err.message}` });
+      }
+      throw err;
+    }
+    return { saved: true };
+  },
+} satisfies Actions;
