@@ -1,6 +1,7 @@
 /// <reference lib="dom" />
 // Functions passed to page.evaluate run in the browser, hence the DOM types.
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import mqtt from 'mqtt';
 import postgres from 'postgres';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
@@ -170,6 +171,8 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
   it('validates the connection form and never sends a secret back to the browser', async () => {
     await signIn(page, admin.email, admin.password);
     await page.goto(`/connections/${demo.connectionId}`);
+    // Hydrated and subscribed: typing now is not overwritten by the first render.
+    await page.locator('[data-testid=live-status][data-status=live]').waitFor();
     const secret = `e2e-secret-${randomBytes(6).toString('hex')}`;
     await page.fill('#port', '70000');
     await page.fill('#subscribe_filters', 'demo/#/bad');
@@ -197,6 +200,81 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     await screenshot(page, '11-connection-form');
     // Leave the demo connection as it was (the aedes demo broker ignores passwords anyway).
     await sql`update mqtt_connection_secret set password = null where connection_id = ${demo.connectionId}`;
+  });
+
+  it('shows a broker that refuses the connection as an error with its reason, live', async () => {
+    await signIn(page, admin.email, admin.password);
+    await page.goto('/connections');
+    await page.locator('[data-testid=live-status][data-status=live]').waitFor();
+    // A port nothing listens on: the ingestor reports ECONNREFUSED.
+    const closedPort = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(port));
+      });
+    });
+    const [site] = await sql<{ id: string }[]>`select id from site where slug = 'e2e-hidden-site'`;
+    const [conn] = await sql<{ id: string }[]>`
+      insert into mqtt_connection (site_id, host, port, protocol_version, is_active)
+      values (${site!.id}, '127.0.0.1', ${closedPort}, 4, true) returning id`;
+    try {
+      const row = page.locator(`[data-testid=connection][data-connection-id="${conn!.id}"]`);
+      await waitFor('the refused connection shown as an error', async () => (await row.locator('[data-testid=connection-status]').textContent())?.trim() === 'Error', { timeoutMs: 10_000 });
+      expect(await row.locator('[data-testid=connection-detail]').textContent()).toMatch(/ECONNREFUSED|refused/i);
+      await screenshot(page, '13-connection-error');
+    } finally {
+      await sql`delete from mqtt_connection where id = ${conn!.id}`;
+    }
+  });
+
+  it('lets an admin create a topic pattern with a parser from a discovered topic', async () => {
+    await signIn(page, admin.email, admin.password);
+    const tag = randomBytes(3).toString('hex');
+    const topic = `demo/e2e-json/${tag}`;
+    const client = await mqtt.connectAsync(inject('e2eBrokerUrl'), { clientId: `e2e-pattern-${process.pid}` });
+    try {
+      await client.publishAsync(topic, JSON.stringify({ temperature: 21.5 }), { qos: 1 });
+      const row = page.locator('[data-testid=topic-row]', { has: page.locator('[data-testid=topic]', { hasText: topic }) });
+      await waitFor('the new topic among the discovered topics', async () => {
+        await page.goto(`/topics?q=${encodeURIComponent(tag)}`);
+        return (await row.count()) === 1;
+      }, { timeoutMs: 15_000, intervalMs: 500 });
+      expect(await row.getAttribute('data-processable')).toBe('false');
+      await row.locator('[data-testid=add-pattern]').click();
+      await row.locator('[data-testid=new-pattern]').fill('demo/e2e-json/+device');
+      await row.locator('[data-testid=new-parser]').selectOption('generic-json');
+      await row.locator('button[type=submit]').click();
+      await page.locator('.notice.success').waitFor();
+      const [pattern] = await sql<{ parser: string }[]>`select parser from mqtt_topic where pattern = 'demo/e2e-json/+device'`;
+      expect(pattern?.parser).toBe('generic-json');
+      // The ingestor takes the pattern up; the next message on the topic marks it processable, live.
+      await page.locator('[data-testid=live-status][data-status=live]').waitFor();
+      await waitFor('the topic processable on the page', async () => {
+        await client.publishAsync(topic, JSON.stringify({ temperature: 21.6 }), { qos: 1 });
+        return (await row.getAttribute('data-processable')) === 'true';
+      }, { timeoutMs: 15_000, intervalMs: 1000 });
+      expect(await row.textContent()).toContain('demo/e2e-json/+device');
+      await screenshot(page, '14-topics-pattern-created');
+    } finally {
+      await client.endAsync();
+      await sql`delete from mqtt_topic where pattern = 'demo/e2e-json/+device'`;
+    }
+  });
+
+  it('shows an unexpected server error as a generic message with an id', async () => {
+    await signIn(page, admin.email, admin.password);
+    // A broken grant, as after a bad manual change in the database: the load fails unexpectedly.
+    await sql`revoke select on public.mqtt_connection_log from authenticated`;
+    try {
+      const response = await page.goto('/logs?tab=connection');
+      expect(response?.status()).toBe(500);
+      expect(await page.locator('[data-testid=error-message]').textContent()).toBe('Something went wrong on our side.');
+      expect(await page.locator('[data-testid=error-id]').textContent()).toMatch(/^[0-9a-f-]{36}$/);
+      expect(await page.content()).not.toContain('permission denied');
+      await screenshot(page, '15-unexpected-error');
+    } finally {
+      await sql`grant select on public.mqtt_connection_log to authenticated`;
+    }
   });
 
   it('shows a member only their sites, no admin controls, and refuses a forged admin request', async () => {
