@@ -6,6 +6,7 @@ import { addUser } from './auth/users.ts';
 import { loadLocalConfig, type LocalConfig } from './config.ts';
 import { embeddedDatabaseUrl, openLocalDatabase } from './database.ts';
 import { takeOverShutdownSignals } from './embedded-postgres.ts';
+import { relayToOwnProcessGroup } from './own-process-group.ts';
 import { startLocalStack } from './stack.ts';
 import { LocalStackError, coerceError } from './errors.ts';
 
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
     return;
   }
 
+  if (await relayToOwnProcessGroup()) return;
   takeOverShutdownSignals();
   const stack = await startLocalStack(config, log);
   log('press Ctrl-C to stop');
