@@ -316,8 +316,15 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       const response = await page.goto('/logs?tab=connection');
       expect(response?.status()).toBe(500);
       expect(await page.locator('[data-testid=error-message]').textContent()).toBe('Something went wrong on our side.');
-      expect(await page.locator('[data-testid=error-id]').textContent()).toMatch(/^[0-9a-f-]{36}$/);
+      const errorId = (await page.locator('[data-testid=error-id]').textContent()) ?? '';
+      expect(errorId).toMatch(/^[0-9a-f-]{36}$/);
       expect(await page.content()).not.toContain('permission denied');
+      // Reported to Sentry (SENTRY_DSN points at a fake one), with the id the user sees.
+      const envelope = await waitFor('the error reported to Sentry', async () => {
+        const received = (await (await fetch(inject('e2eSentryReceivedUrl'))).json()) as string[];
+        return received.find((e) => e.includes(errorId));
+      }, { timeoutMs: 10_000, intervalMs: 200 });
+      expect(envelope).toContain('permission denied');
       await screenshot(page, '15-unexpected-error');
     } finally {
       await sql`grant select on public.mqtt_connection_log to authenticated`;

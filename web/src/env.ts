@@ -35,6 +35,10 @@ export const variables = defineEnvVars({
     description: 'The project JWT secret (HS256). Local mode signs access tokens with it; Supabase mode verifies tokens with it when set.',
     schema: atRuntime(z.string().min(32, 'must be at least 32 characters').optional()),
   },
+  BFG_LOG_LEVEL: {
+    description: 'pino level of the JSON log on stdout.',
+    schema: atRuntime(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')),
+  },
   SENTRY_DSN: {
     description: 'Report unexpected server errors to Sentry when set.',
     schema: atRuntime(z.url().optional()),

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { getFreePort, loadLocalConfig, startLocalStack } from '@bfg/local';
 import { makeTempDir } from '../../support/temp-dir.ts';
+import { startFakeSentry } from './fake-sentry.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -11,6 +12,8 @@ declare module 'vitest' {
     e2eDatabaseUrl: string;
     /** The demo broker the simulator and the seeded connection use. */
     e2eBrokerUrl: string;
+    /** Lists the envelopes the dashboard sent to its SENTRY_DSN (a fake Sentry on loopback). */
+    e2eSentryReceivedUrl: string;
   }
 }
 
@@ -29,17 +32,23 @@ export default async function setup(project: TestProject): Promise<() => Promise
     BFG_WEB_PORT: String(await getFreePort()),
     BFG_LISTEN_HOST: '127.0.0.1',
   });
+  // The dashboard reports unexpected errors to SENTRY_DSN; here a fake Sentry on loopback.
+  const sentry = await startFakeSentry();
+  process.env['SENTRY_DSN'] = sentry.dsn;
   const lines: string[] = [];
   const stack = await startLocalStack(config, (line) => lines.push(line)).catch(async (err: unknown) => {
     await dir.remove();
+    await sentry.close();
     throw new Error(`the e2e stack did not start:\n${lines.join('\n')}`, { cause: err });
   });
   if (!stack.webUrl) throw new Error('the e2e stack runs without the dashboard');
   project.provide('e2eWebUrl', stack.webUrl);
   project.provide('e2eDatabaseUrl', stack.databaseUrl);
   project.provide('e2eBrokerUrl', stack.brokerUrl);
+  project.provide('e2eSentryReceivedUrl', sentry.receivedUrl);
   return async () => {
     await stack.stop();
+    await sentry.close();
     await dir.remove();
   };
 }

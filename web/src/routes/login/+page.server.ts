@@ -2,6 +2,7 @@ import { fail, redirect } from '@sveltejs/kit';
 import { z } from 'zod';
 import { BFG_AUTH } from '$app/env/private';
 import { auth, writeSessionCookies } from '#lib/server/auth/index.ts';
+import { recordSignInFailure, signInBlockedFor } from '#lib/server/auth/sign-in-limiter.ts';
 import { fieldErrors, formFields, type FieldErrors } from '#lib/server/form.ts';
 import type { Actions, PageServerLoad } from './$types';
 
@@ -24,13 +25,21 @@ export const load = (({ locals, url }) => {
 }) satisfies PageServerLoad;
 
 export const actions = {
-  default: async ({ request, cookies, url }) => {
+  default: async ({ request, cookies, url, getClientAddress }) => {
     const form = await formFields(request);
     const parsed = signInSchema.safeParse(form);
     const email = form['email'] ?? '';
     if (!parsed.success) return fail(400, { email, errors: fieldErrors(parsed.error), message: null as string | null });
+    const client = getClientAddress();
+    const waitMinutes = signInBlockedFor(parsed.data.email, client);
+    if (waitMinutes > 0) {
+      return fail(429, { email, errors: noErrors, message: `Too many failed sign-ins. Try again in ${waitMinutes} minute(s).` });
+    }
     const result = await auth().signIn(parsed.data.email, parsed.data.password);
-    if (!result.ok) return fail(400, { email, errors: noErrors, message: result.message });
+    if (!result.ok) {
+      recordSignInFailure(parsed.data.email, client);
+      return fail(400, { email, errors: noErrors, message: result.message });
+    }
     writeSessionCookies(cookies, result.cookies, url.protocol === 'https:');
     redirect(303, safeNext(parsed.data.next));
   },
