@@ -198,6 +198,15 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     const data = await page.request.get(`/connections/${demo.connectionId}/__data.json`);
     expect(await data.text()).not.toContain(secret);
     await screenshot(page, '11-connection-form');
+
+    // A change made elsewhere (psql, Studio) while the form is open is announced, and what the
+    // user typed is not overwritten.
+    await page.locator('[data-testid=live-status][data-status=live]').waitFor();
+    await page.fill('#host', 'typed-but-not-saved.example');
+    await sql`update mqtt_connection set keepalive_s = keepalive_s + 1 where id = ${demo.connectionId}`;
+    await page.locator('[data-testid=changed-elsewhere]').waitFor({ timeout: 5_000 });
+    expect(await page.inputValue('#host')).toBe('typed-but-not-saved.example');
+    await sql`update mqtt_connection set keepalive_s = keepalive_s - 1 where id = ${demo.connectionId}`;
     // Leave the demo connection as it was (the aedes demo broker ignores passwords anyway).
     await sql`update mqtt_connection_secret set password = null where connection_id = ${demo.connectionId}`;
   });

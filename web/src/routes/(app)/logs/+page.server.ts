@@ -1,0 +1,35 @@
+import { z } from 'zod';
+import { asUser } from '#lib/server/as-user.ts';
+import { requireSession } from '#lib/server/guards.ts';
+import { listConnectionOptions } from '#lib/server/queries/connection-options.ts';
+import { listConnectionLog, listParsingLog } from '#lib/server/queries/logs.ts';
+import { parsingLogKinds } from '#lib/rows.ts';
+import type { PageServerLoad } from './$types';
+
+/** Entries a page shows (newest first); live entries push the oldest out. */
+const LOG_PAGE_SIZE = 200;
+
+const filterSchema = z.object({
+  tab: z.enum(['parsing', 'connection']).catch('parsing'),
+  connection: z.coerce.number().int().positive().nullable().catch(null),
+  category: z.enum(['', 'debug', 'info', 'warn', 'error', ...parsingLogKinds]).catch(''),
+  q: z.string().max(200).catch(''),
+});
+
+export const load = (async ({ locals, url, depends }) => {
+  depends('app:logs');
+  const session = requireSession(locals);
+  const filter = filterSchema.parse({
+    tab: url.searchParams.get('tab') ?? 'parsing',
+    connection: url.searchParams.get('connection') || null,
+    category: url.searchParams.get('category') ?? '',
+    q: url.searchParams.get('q') ?? '',
+  });
+  const query = { connectionId: filter.connection, category: filter.category, search: filter.q, limit: LOG_PAGE_SIZE };
+  return asUser(session.claims, async (tx) => ({
+    filter,
+    connections: await listConnectionOptions(tx),
+    parsing: filter.tab === 'parsing' ? await listParsingLog(tx, query) : [],
+    connection: filter.tab === 'connection' ? await listConnectionLog(tx, query) : [],
+  }));
+}) satisfies PageServerLoad;
