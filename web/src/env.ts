@@ -3,14 +3,14 @@ import { defineEnvVars } from '@sveltejs/kit/env';
 import { z } from 'zod';
 
 /**
- * Validates with `schema` when the server starts. SvelteKit also runs the server once during
- * `vite build` (route analysis); the dashboard is built once and configured where it runs, so
- * values are not required then.
+ * Validates with `schema` when the server starts; an empty value counts as unset (`SENTRY_DSN=`).
+ * SvelteKit also runs the server once during `vite build` (route analysis); the dashboard is built
+ * once and configured where it runs, so values are not required then.
  */
 function atRuntime<T>(schema: z.ZodType<T, string | undefined>) {
   return (value: string | undefined): T => {
     if (building) return undefined as T;
-    const result = schema.safeParse(value);
+    const result = schema.safeParse(value === '' ? undefined : value);
     if (!result.success) throw new Error(result.error.issues.map((issue) => issue.message).join('; '));
     return result.data;
   };

@@ -21,6 +21,8 @@ export interface WebServerOptions {
   log: (message: string) => void;
   /** Give up waiting for the server to answer after this long. */
   startTimeoutMs?: number;
+  /** Variables that override the local-stack ones (e.g. BFG_AUTH=supabase with another PUBLIC_SUPABASE_URL). */
+  env?: Record<string, string>;
 }
 
 export interface WebServer {
@@ -49,6 +51,7 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
       BFG_JWT_SECRET: options.jwtSecret,
       PUBLIC_SUPABASE_URL: options.realtimeUrl,
       PUBLIC_SUPABASE_ANON_KEY: await mintAnonKey(options.jwtSecret),
+      ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
