@@ -299,6 +299,13 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       await row.locator('[data-testid=add-pattern]').click();
       await row.locator('[data-testid=new-pattern]').fill('demo/e2e-json/+device');
       await row.locator('[data-testid=new-parser]').selectOption('generic-json');
+      // generic-json without options cannot know where the device ids are: a field error.
+      await row.locator('button[type=submit]').click();
+      await row.locator('[data-testid=error-parser-config]').waitFor();
+      expect(await row.locator('[data-testid=error-parser-config]').textContent()).toContain('gateway');
+      await row.locator('[data-testid=new-parser-config]').fill(JSON.stringify({
+        gateway: { param: 'device' }, datalogger: { value: 'main' }, values: [{ sensor: 't', path: 'temperature', unit: '°C' }],
+      }));
       await row.locator('button[type=submit]').click();
       await page.locator('.notice.success').waitFor();
       const [pattern] = await sql<{ parser: string }[]>`select parser from mqtt_topic where pattern = 'demo/e2e-json/+device'`;
@@ -310,6 +317,13 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
         return (await row.getAttribute('data-processable')) === 'true';
       }, { timeoutMs: 15_000, intervalMs: 1000 });
       expect(await row.textContent()).toContain('demo/e2e-json/+device');
+      // …and its messages become readings of a device named after the topic's wildcard.
+      const sensor = await waitFor('the generic device\'s sensor', async () => (await sql<{ last_value: number; unit: string }[]>`
+        select x.last_value, x.unit from sensor x join gateway g on g.site_id = x.site_id
+        join datalogger d on d.id = x.datalogger_id and d.gateway_id = g.id
+        where g.ident = ${tag} and d.ident = 'main' and x.ident = 't'`)[0], { timeoutMs: 10_000 });
+      expect(sensor.unit).toBe('°C');
+      expect([21.5, 21.6]).toContain(sensor.last_value);
       await screenshot(page, '14-topics-pattern-created');
     } finally {
       await client.endAsync();

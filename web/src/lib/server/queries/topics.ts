@@ -35,13 +35,15 @@ export interface NewTopicPattern {
   parser: string;
   qos: number;
   priority: number;
+  /** Validated against the parser's config schema before it gets here. */
+  parser_config: Record<string, unknown>;
 }
 
 /** Adds a pattern; the ingestor picks it up through mqtt_topic:changed. */
 export async function createTopicPattern(tx: TransactionSql, p: NewTopicPattern): Promise<TopicPatternRow> {
   const rows = await tx`
-    insert into public.mqtt_topic (connection_id, pattern, parser, qos, priority)
-    values (${p.connection_id}, ${p.pattern}, ${p.parser}, ${p.qos}, ${p.priority})
+    insert into public.mqtt_topic (connection_id, pattern, parser, qos, priority, parser_config)
+    values (${p.connection_id}, ${p.pattern}, ${p.parser}, ${p.qos}, ${p.priority}, ${tx.json(p.parser_config as Parameters<typeof tx.json>[0])})
     returning *`;
   return topicPatternRow.parse(rows[0]);
 }
