@@ -61,8 +61,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     await page.locator('[data-testid=live-status][data-status=live]').first().waitFor();
     await screenshot(page, '02-sites');
 
-    await page.goto(`/sites/${demo.siteId}`);
-    await page.locator('[data-testid=live-status][data-status=live]').waitFor();
+    // Client-side navigation: the site page joins `site:<id>` while the Sites page leaves it.
+    await Promise.all([page.waitForURL(`**/sites/${demo.siteId}`), card.click()]);
+    await page.locator('[data-testid=live-status][data-status=live]').waitFor({ timeout: 10_000 });
     await markDocument(page);
     const cell = page.locator('[data-testid=sensor] [data-testid=sensor-value-at]').first();
     const before = await cell.getAttribute('data-at');

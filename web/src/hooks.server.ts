@@ -2,11 +2,14 @@ import { randomUUID } from 'node:crypto';
 import * as Sentry from '@sentry/sveltekit';
 import { redirect } from '@sveltejs/kit';
 import type { Handle, HandleServerError, ServerInit } from '@sveltejs/kit/hooks';
+import { building } from '$app/env';
 import { SENTRY_DSN } from '$app/env/private';
 import { auth, clearSessionCookies, readSessionCookies, writeSessionCookies } from '#lib/server/auth/index.ts';
 import { logger } from '#lib/server/logger.ts';
 
 export const init: ServerInit = () => {
+  // Configuration problems (BFG_AUTH=local without BFG_JWT_SECRET) stop the start, not each request.
+  if (!building) auth();
   if (SENTRY_DSN) Sentry.init({ dsn: SENTRY_DSN, sendDefaultPii: false, tracesSampleRate: 0 });
 };
 
@@ -22,7 +25,7 @@ export const handle: Handle = async ({ event, resolve }) => {
       event.locals.session = resumed.session;
       if (resumed.cookies) writeSessionCookies(event.cookies, resumed.cookies, event.url.protocol === 'https:');
     } else {
-      clearSessionCookies(event.cookies);
+      clearSessionCookies(event.cookies, event.url.protocol === 'https:');
     }
   }
   if (!event.locals.session && !PUBLIC_PATHS.has(event.url.pathname)) {

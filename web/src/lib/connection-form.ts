@@ -25,7 +25,7 @@ export const connectionSettingsSchema = z.object({
   username: optionalText,
   client_id: z.string().trim().max(128, 'Client id must be at most 128 characters').regex(/^[\x21-\x7e]*$/, 'Client id must be printable ASCII without spaces').default(''),
   clean_start: checkbox,
-  session_expiry_s: integer(0, 4_294_967_295, 'Session expiry'),
+  session_expiry_s: integer(0, 2_147_483_647, 'Session expiry'),
   keepalive_s: integer(0, 65_535, 'Keepalive'),
   subscribe_filters: z.preprocess(
     (v) => (typeof v === 'string' ? v.split('\n').map((l) => l.trim()).filter(Boolean) : v),

@@ -60,6 +60,9 @@ export class LiveChannel<T> {
   #connect(): () => void {
     if (this.#channel) throw new Error(`live channel ${this.#options.topic} is already connected`);
     const client = supabase();
+    // supabase-js hands back a channel it still lists under the same topic — e.g. the previous
+    // page's `site:1`, still leaving — and that one never subscribes again. Start from a new one.
+    const stale = client.getChannels().filter((c) => c.topic === `realtime:${this.#options.topic}`);
     const channel = client.channel(this.#options.topic, { config: { private: this.#options.private ?? false } });
     for (const binding of this.#options.postgresChanges ?? []) {
       channel.on(
@@ -76,7 +79,7 @@ export class LiveChannel<T> {
     // The join must carry the user's JWT: supabase-js reads the token from the accessToken callback
     // asynchronously, and a join sent before it resolves goes out with the anon key (refused on a
     // private channel, RLS-empty on postgres_changes). So: token first, then subscribe.
-    void client.realtime.setAuth().then(() => {
+    void Promise.all(stale.map((c) => client.removeChannel(c))).then(() => client.realtime.setAuth()).then(() => {
       if (this.#channel !== channel) return;
       channel.subscribe((state, err) => {
         if (state === REALTIME_SUBSCRIBE_STATES.SUBSCRIBED) {
@@ -106,6 +109,7 @@ export class LiveChannel<T> {
   }
 
   #receive(message: RawMessage): void {
+    if (!this.#channel) return;
     const parsed = this.#options.parse(message);
     if (parsed === undefined) return;
     if (parsed === null) {

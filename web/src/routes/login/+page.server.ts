@@ -13,14 +13,16 @@ const signInSchema = z.object({
 });
 
 /** Only same-site paths: `next` must not turn the sign-in page into an open redirect. */
-function safeNext(next: string | undefined): string {
-  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+function safeNext(next: string | undefined, origin: string): string {
+  if (!next) return '/';
+  const target = new URL(next, origin);
+  return target.origin === origin ? target.pathname + target.search + target.hash : '/';
 }
 
 const noErrors: FieldErrors = {};
 
 export const load = (({ locals, url }) => {
-  if (locals.session) redirect(303, safeNext(url.searchParams.get('next') ?? undefined));
+  if (locals.session) redirect(303, safeNext(url.searchParams.get('next') ?? undefined, url.origin));
   return { mode: BFG_AUTH };
 }) satisfies PageServerLoad;
 
@@ -41,6 +43,6 @@ export const actions = {
       return fail(400, { email, errors: noErrors, message: result.message });
     }
     writeSessionCookies(cookies, result.cookies, url.protocol === 'https:');
-    redirect(303, safeNext(parsed.data.next));
+    redirect(303, safeNext(parsed.data.next, url.origin));
   },
 } satisfies Actions;

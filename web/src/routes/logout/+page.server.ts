@@ -5,10 +5,10 @@ import type { Actions, PageServerLoad } from './$types';
 export const load = (() => redirect(303, '/')) satisfies PageServerLoad;
 
 export const actions = {
-  default: async ({ cookies }) => {
+  default: async ({ cookies, url }) => {
     const stored = readSessionCookies(cookies);
     if (stored) await auth().signOut(stored);
-    clearSessionCookies(cookies);
+    clearSessionCookies(cookies, url.protocol === 'https:');
     redirect(303, '/login');
   },
 } satisfies Actions;

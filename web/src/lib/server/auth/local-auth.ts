@@ -1,7 +1,7 @@
 import { mintAccessToken, verifyPassword } from '@bfg/local/auth';
 import type { Sql } from 'postgres';
 import { userOf } from './claims.ts';
-import { REFRESH_MARGIN_S, SESSION_MAX_AGE_S, type AuthProvider, type Session } from './session.ts';
+import { REFRESH_MARGIN_S, type AuthProvider, type Session } from './session.ts';
 import { verifyAccessToken } from './verify-token.ts';
 
 /** Access tokens live an hour, like Supabase Auth's default; the session cookie refreshes them. */
@@ -17,6 +17,8 @@ interface AccountRow {
   email: string;
   encrypted_password: string | null;
   app_metadata: Record<string, unknown>;
+  /** Epoch seconds of the last change (user:add sets it when it resets a password or role). */
+  changed_at: number;
 }
 
 /**
@@ -28,9 +30,9 @@ interface AccountRow {
 export function createLocalAuth(sql: Sql, jwtSecret: string): AuthProvider {
   const findAccount = async (where: { email: string } | { id: string }): Promise<AccountRow | undefined> => {
     const [row]: [AccountRow?] = 'email' in where
-      ? await sql`select id::text, email, encrypted_password, raw_app_meta_data as app_metadata from auth.users
+      ? await sql`select id::text, email, encrypted_password, raw_app_meta_data as app_metadata, extract(epoch from updated_at)::float8 as changed_at from auth.users
                   where email = ${where.email.toLowerCase()} and (banned_until is null or banned_until < now())`
-      : await sql`select id::text, email, encrypted_password, raw_app_meta_data as app_metadata from auth.users
+      : await sql`select id::text, email, encrypted_password, raw_app_meta_data as app_metadata, extract(epoch from updated_at)::float8 as changed_at from auth.users
                   where id = ${where.id} and (banned_until is null or banned_until < now())`;
     return row;
   };
@@ -46,7 +48,10 @@ export function createLocalAuth(sql: Sql, jwtSecret: string): AuthProvider {
   return {
     async signIn(email, password) {
       const account = await findAccount({ email });
-      const valid = await verifyPassword(password, account?.encrypted_password ?? DUMMY_HASH);
+      // Anything but a scrypt hash (none, or a Supabase bcrypt one) is checked against the dummy,
+      // so such accounts take as long as the rest and cannot be told apart by timing.
+      const stored = account?.encrypted_password?.startsWith('scrypt$') ? account.encrypted_password : DUMMY_HASH;
+      const valid = (await verifyPassword(password, stored)) && stored !== DUMMY_HASH;
       if (!account || !valid) return { ok: false, message: 'Wrong e-mail or password.' };
       await sql`update auth.users set last_sign_in_at = now() where id = ${account.id}`;
       const session = await sessionFor(account);
@@ -61,17 +66,22 @@ export function createLocalAuth(sql: Sql, jwtSecret: string): AuthProvider {
         const { claims } = verified;
         return { session: { accessToken: cookies.access, expiresAt: claims.exp, claims, user: userOf(claims) } };
       }
-      // Refresh: only within the session lifetime, and only if the account still exists and is
-      // not banned; role and sites are read again, so a demoted admin loses rights within the hour.
-      if (now - verified.claims.exp > SESSION_MAX_AGE_S) return null;
+      // Refresh only a token that has not expired yet (an open dashboard asks for a new one before
+      // it does; a closed one signs in again), only if the account still exists, is not banned and
+      // was not changed (password reset, role) since the token was issued; role and sites are read
+      // again, so a demoted admin loses rights within the hour.
+      if (verified.expired) return null;
       const account = await findAccount({ id: verified.claims.sub });
-      if (!account) return null;
+      const issuedAt = typeof verified.claims['iat'] === 'number' ? verified.claims['iat'] : 0;
+      if (!account || account.changed_at > issuedAt + 1) return null;
       const session = await sessionFor(account);
       return { session, cookies: { access: session.accessToken } };
     },
 
     async signOut() {
-      // Stateless tokens: clearing the cookie is the sign-out; a copied token expires within the hour.
+      // Stateless tokens: clearing the cookie is the sign-out. A copied token stays valid until it
+      // expires (at most an hour) and, like the cookie, can be refreshed until then; resetting the
+      // password with `npm run user:add` ends every session of the account.
     },
   };
 }

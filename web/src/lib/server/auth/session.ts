@@ -51,7 +51,8 @@ export function writeSessionCookies(cookies: Cookies, value: SessionCookies, sec
   if (value.refresh) cookies.set(REFRESH_COOKIE, value.refresh, options);
 }
 
-export function clearSessionCookies(cookies: Cookies): void {
-  cookies.delete(ACCESS_COOKIE, { path: '/' });
-  cookies.delete(REFRESH_COOKIE, { path: '/' });
+/** `secure` as when they were set: a browser ignores a Secure deletion sent over plain http. */
+export function clearSessionCookies(cookies: Cookies, secure: boolean): void {
+  cookies.delete(ACCESS_COOKIE, { path: '/', secure });
+  cookies.delete(REFRESH_COOKIE, { path: '/', secure });
 }
