@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 
 const CHILD_MARK = 'BFG_OWN_PROCESS_GROUP';
 
@@ -24,7 +25,7 @@ export async function relayToOwnProcessGroup(): Promise<boolean> {
   process.on('SIGINT', relay);
   process.on('SIGTERM', relay);
   const code = await new Promise<number>((resolve) => {
-    child.once('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 128 + 2 : 1)));
+    child.once('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 128 + constants.signals[signal] : 1)));
   });
   process.exitCode = code;
   return true;

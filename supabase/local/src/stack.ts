@@ -39,10 +39,11 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     log(db.embedded ? `Postgres listening on ${redact(db.url)} (psql "$(npm run -s db:url)")` : `using DATABASE_URL ${redact(db.url)}`);
 
     const jwtSecret = config.BFG_JWT_SECRET ?? (await loadOrCreateSecrets(config.BFG_DATA_DIR)).jwtSecret;
-    const realtimeSql = postgres(db.url, { max: 4, onnotice: () => undefined });
-    stops.push(() => realtimeSql.end({ timeout: 5 }));
+    // The stack's own pool: the realtime server's authorization checks and the start-up writes.
+    const sql = postgres(db.url, { max: 4, onnotice: () => undefined });
+    stops.push(() => sql.end({ timeout: 5 }));
     const realtime = await startRealtimeServer({
-      port: config.BFG_REALTIME_PORT, host: config.BFG_LISTEN_HOST, jwtSecret, sql: realtimeSql, databaseUrl: db.url, log,
+      port: config.BFG_REALTIME_PORT, host: config.BFG_LISTEN_HOST, jwtSecret, sql, databaseUrl: db.url, log,
     });
     stops.push(() => realtime.close());
     log(`realtime server (Supabase Realtime protocol) on ${realtime.url.replace('http', 'ws')}/realtime/v1/websocket`);
@@ -50,7 +51,7 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     const broker = await startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST });
     stops.push(() => broker.close());
     log(`demo MQTT broker listening on ${broker.url}`);
-    await pointDemoConnectionAt(db.url, broker.port, log);
+    await pointDemoConnectionAt(sql, broker.port, log);
 
     const ingestorConfig = loadIngestorConfig({
       ...process.env,
@@ -84,12 +85,7 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
       stops.push(() => web.stop());
       webUrl = web.url;
       log(`dashboard on ${web.url}`);
-      const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
-      try {
-        await ensureFirstAdmin(sql, log);
-      } finally {
-        await sql.end({ timeout: 5 });
-      }
+      await ensureFirstAdmin(sql, log);
     }
     return { databaseUrl: db.url, brokerUrl: broker.url, realtimeUrl: realtime.url, webUrl, stop: stopAll };
   } catch (err) {
@@ -102,18 +98,13 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
  * The seed points the demo connection at 127.0.0.1:1883; when the demo broker runs on another
  * port (BFG_MQTT_PORT), follow it — only while that connection still points at loopback.
  */
-async function pointDemoConnectionAt(databaseUrl: string, port: number, log: (message: string) => void): Promise<void> {
-  const sql = postgres(databaseUrl, { max: 1, onnotice: () => undefined });
-  try {
-    const moved = await sql`
+async function pointDemoConnectionAt(sql: postgres.Sql, port: number, log: (message: string) => void): Promise<void> {
+  const moved = await sql`
       update public.mqtt_connection c set port = ${port}
       from public.site s
       where s.id = c.site_id and s.slug = 'demo' and c.host in ('127.0.0.1', 'localhost') and c.port <> ${port}
       returning c.id`;
-    if (moved.length > 0) log(`demo connection now points at the demo broker's port ${port}`);
-  } finally {
-    await sql.end({ timeout: 5 });
-  }
+  if (moved.length > 0) log(`demo connection now points at the demo broker's port ${port}`);
 }
 
 /** Hides the password of a connection URL for printing. */

@@ -6,20 +6,18 @@ import type { ConnectionSettings, ConnectionSecrets } from '../../connection-for
 export const connectionWithSite = connectionRow.extend({ site_name: z.string(), site_slug: z.string() });
 export type ConnectionWithSite = z.infer<typeof connectionWithSite>;
 
-export async function listConnections(tx: TransactionSql): Promise<ConnectionWithSite[]> {
+/** Every connection the user may see (RLS), or the one with `id`. */
+export async function listConnections(tx: TransactionSql, id: number | null = null): Promise<ConnectionWithSite[]> {
   const rows = await tx`
     select c.*, s.name as site_name, s.slug as site_slug
     from public.mqtt_connection c join public.site s on s.id = c.site_id
+    where ${id}::bigint is null or c.id = ${id}
     order by s.name, c.id`;
   return z.array(connectionWithSite).parse(rows);
 }
 
 export async function getConnection(tx: TransactionSql, id: number): Promise<ConnectionWithSite | undefined> {
-  const rows = await tx`
-    select c.*, s.name as site_name, s.slug as site_slug
-    from public.mqtt_connection c join public.site s on s.id = c.site_id
-    where c.id = ${id}`;
-  return z.array(connectionWithSite).parse(rows)[0];
+  return (await listConnections(tx, id))[0];
 }
 
 /** Start or stop: only the desired state changes; the ingestor reacts to the NOTIFY this sends. */
