@@ -96,6 +96,9 @@ export class BatchWriter {
       this.closed = true;
       this.retryTimer?.wake();
     }, timeoutMs);
+    // Try now instead of sleeping out a retry delay of up to maxRetryDelayMs: a stop that comes
+    // while the database is away or just back should not wait for the next scheduled attempt.
+    this.retryTimer?.wake();
     try {
       await this.flush();
     } finally {
