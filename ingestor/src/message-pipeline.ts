@@ -92,12 +92,22 @@ export function processMessage(
     return fail('invalid_topic', null, `topic is ${message.topic.length} characters long; at most ${MAX_TOPIC_LENGTH} are parsed`);
   }
   const match = ctx.matcher.match(message.topic);
+  const parser = match ? registry.get(match.pattern.parser) : undefined;
+  // A zero-length payload is how MQTT clears a retained message (MQTT 3.1.1 and 5, §3.3.1.3). The
+  // retain flag cannot tell a clear apart: brokers pass it on to subscribers already listening
+  // with retain = 0 (retain = 1 marks only messages sent because a subscription was made), so the
+  // length alone decides. Empty, it is nothing to parse and nothing to replay later, whatever it
+  // was meant as: the topic is discovered and counted, without a failure and without an archive row.
+  if (payload.length === 0) {
+    result.matchedTopicId = match?.pattern.id ?? null;
+    result.isProcessable = parser !== undefined;
+    return result;
+  }
   if (!match) {
     if (options.archiveUnmatched) result.archivePayload = payload;
     return result;
   }
   result.matchedTopicId = match.pattern.id;
-  const parser = registry.get(match.pattern.parser);
   if (!parser) return fail('unknown_parser', match.pattern.parser, `no parser "${match.pattern.parser}" in this ingestor`);
   result.isProcessable = true;
 

@@ -4,7 +4,9 @@ import {
   upsertDataloggers, upsertGateways, upsertSensors,
   type DataloggerUpsert, type GatewayUpsert, type SensorUpsert,
 } from './sql/upsert-devices.ts';
-import { insertArchive, upsertParsingLog, type ArchiveInsert, type ParsingLogUpsert } from './sql/write-logs.ts';
+import {
+  insertArchive, upsertParsingLog, type ArchiveInsert, type ParsingLogTopicCount, type ParsingLogUpsert,
+} from './sql/write-logs.ts';
 import { insertReadings, updateLatestValues, type ReadingInsert } from './sql/write-readings.ts';
 
 /** A cached sensor id no longer exists (deleted since it was cached); the batch is retried without the cache. */
@@ -122,25 +124,37 @@ export async function writeBatch(tx: TransactionSql, batch: readonly ProcessedMe
   return { messages: batch.length, readings: readings.size, inserted };
 }
 
-/** Identical errors of a batch become one row with a count. */
+/** Identical errors of a batch become one row with a count, and with the count per topic. */
 export function aggregateFailures(batch: readonly ProcessedMessage[]): ParsingLogUpsert[] {
-  const rows = new Map<string, ParsingLogUpsert>();
+  const rows = new Map<string, { row: ParsingLogUpsert; topics: Map<string, ParsingLogTopicCount> }>();
   for (const m of batch) {
     const f = m.failure;
     if (!f) continue;
     const key = `${m.connectionId}/${f.fingerprint}`;
-    const row = rows.get(key);
-    if (row) {
-      row.count += 1;
-      row.lastSeenAt = m.receivedAt;
-      row.topic = m.topic;
-      row.payloadExcerpt = m.excerpt;
+    let entry = rows.get(key);
+    if (entry) {
+      entry.row.count += 1;
+      entry.row.lastSeenAt = m.receivedAt;
+      entry.row.topic = m.topic;
+      entry.row.payloadExcerpt = m.excerpt;
     } else {
-      rows.set(key, {
-        connectionId: m.connectionId, fingerprint: f.fingerprint, topic: m.topic, parser: f.parser, kind: f.kind,
-        message: f.message, issuePaths: f.issuePaths, payloadExcerpt: m.excerpt, count: 1, firstSeenAt: m.receivedAt, lastSeenAt: m.receivedAt,
-      });
+      entry = {
+        row: {
+          connectionId: m.connectionId, fingerprint: f.fingerprint, topic: m.topic, parser: f.parser, kind: f.kind,
+          message: f.message, issuePaths: f.issuePaths, payloadExcerpt: m.excerpt, count: 1, firstSeenAt: m.receivedAt,
+          lastSeenAt: m.receivedAt, topics: [],
+        },
+        topics: new Map(),
+      };
+      rows.set(key, entry);
+    }
+    const topic = entry.topics.get(m.topic);
+    if (topic) {
+      topic.count += 1;
+      topic.lastSeenAt = m.receivedAt;
+    } else {
+      entry.topics.set(m.topic, { topic: m.topic, count: 1, firstSeenAt: m.receivedAt, lastSeenAt: m.receivedAt });
     }
   }
-  return [...rows.values()];
+  return [...rows.values()].map(({ row, topics }) => ({ ...row, topics: [...topics.values()] }));
 }

@@ -11,7 +11,7 @@ import { addMember, newConnection, newDeviceTree, newSite } from '../support/fac
 
 const USER_TABLES = [
   'site', 'mqtt_connection', 'mqtt_topic', 'discovered_topic', 'gateway', 'datalogger', 'sensor',
-  'sensor_reading', 'mqtt_connection_log', 'mqtt_parsing_log',
+  'sensor_reading', 'mqtt_connection_log', 'mqtt_parsing_log', 'mqtt_parsing_log_topic',
 ] as const;
 
 let db: TestDatabase;
@@ -72,6 +72,8 @@ beforeAll(async () => {
     await sql`insert into mqtt_connection_log (connection_id, event, status, detail) values (${conn.id}, 'status', 'connected', 'ok')`;
     await sql`insert into mqtt_parsing_log (connection_id, topic, parser, kind, message, fingerprint)
               values (${conn.id}, 'x/y', 'bfg.datalogger-data.v1', 'schema', 'ts: required', 'f1')`;
+    await sql`insert into mqtt_parsing_log_topic (parsing_log_id, connection_id, topic, count, first_seen_at, last_seen_at)
+              select id, connection_id, topic, 1, now(), now() from mqtt_parsing_log where connection_id = ${conn.id}`;
     await sql`insert into mqtt_message_archive (connection_id, topic, payload) values (${conn.id}, 'x/y', '\\x00ff')`;
     await newDeviceTree(sql, site.id);
   }
@@ -164,6 +166,13 @@ describe('writing', () => {
     const setStatus = (tx: TransactionSql) => tx`update mqtt_connection set status = 'connected' where id = ${connA.id}`;
     expect(await tryWrite(db.sql, who.admin, setStatus)).toBe(PERMISSION_DENIED);
     expect(await tryWrite(db.sql, serviceClaims, setStatus)).toBe(1);
+    // What the broker session holds is observed too: only the ingestor records it.
+    const setSession = (tx: TransactionSql) => tx`update mqtt_connection set session_filters = '{x/#}' where id = ${connA.id}`;
+    expect(await tryWrite(db.sql, who.admin, setSession)).toBe(PERMISSION_DENIED);
+    expect(await tryWrite(db.sql, serviceClaims, setSession)).toBe(1);
+    const createWithSession = (tx: TransactionSql) =>
+      tx`insert into mqtt_connection (site_id, host, session_filters) values (${siteB.id}, 'h', '{x/#}')`;
+    expect(await tryWrite(db.sql, who.admin, createWithSession)).toBe(PERMISSION_DENIED);
   });
 
   it('admins manage sites, memberships and topic patterns; members cannot', async () => {
@@ -186,6 +195,7 @@ describe('writing', () => {
       expect(await tryWrite(db.sql, claims, (tx) => tx`update gateway set online = false`)).toBe(PERMISSION_DENIED);
       expect(await tryWrite(db.sql, claims, (tx) => tx`insert into sensor_reading (sensor_id, ts, value) values (1, now(), 1)`)).toBe(PERMISSION_DENIED);
       expect(await tryWrite(db.sql, claims, (tx) => tx`delete from mqtt_parsing_log`)).toBe(PERMISSION_DENIED);
+      expect(await tryWrite(db.sql, claims, (tx) => tx`update mqtt_parsing_log_topic set count = 9`)).toBe(PERMISSION_DENIED);
     }
     expect(await tryWrite(db.sql, serviceClaims, (tx) => tx`update gateway set online = false`)).toBe(2);
   });
