@@ -1,35 +1,34 @@
 import { describe, expect, it } from 'vitest';
-import { bindingMatches, parseFilter } from '../../supabase/local/src/realtime/filters.ts';
+import { parseFilter, passesFilter, type Filter } from '../../supabase/local/src/realtime/filters.ts';
 
-/** postgres_changes binding matching: event, schema/table wildcards and the filter operators. */
+/** postgres_changes filters: Realtime's syntax and error texts, and comparison by column type. */
 
-const row = { id: 5, name: 'red', active: true, ts: '2026-11-27T10:00:00+00:00' };
-const matches = (filter: string, event = '*', type: 'INSERT' | 'UPDATE' | 'DELETE' = 'INSERT') =>
-  bindingMatches({ id: 1, event, schema: 'public', table: 't', filter }, 'public', 't', type, row);
+const filter = (text: string): Filter => {
+  const parsed = parseFilter(text);
+  if (!parsed || 'error' in parsed) throw new Error(`not a filter: ${text}`);
+  return parsed;
+};
 
 describe('postgres_changes filters', () => {
   it.each([
-    ['id=eq.5', true], ['id=eq.6', false], ['id=neq.6', true], ['id=neq.5', false],
-    ['id=lt.6', true], ['id=lt.5', false], ['id=lte.5', true], ['id=gt.4', true], ['id=gt.5', false], ['id=gte.5', true],
-    ['name=in.(blue,red)', true], ['name=in.(blue,green)', false], ['id=in.(1,5)', true],
-    ['name=eq.red', true], ['active=eq.true', true], ['missing=eq.1', false],
-  ])('%s → %s', (filter, expected) => {
-    expect(matches(filter)).toBe(expected);
+    [5, 'int8', 'id=eq.5', true], [5, 'int8', 'id=eq.6', false], [5, 'int8', 'id=neq.6', true], [5, 'int8', 'id=neq.5', false],
+    [5, 'int8', 'id=lt.6', true], [5, 'int8', 'id=lt.5', false], [5, 'int8', 'id=lte.5', true], [5, 'int8', 'id=gt.4', true],
+    [5, 'int8', 'id=gt.5', false], [5, 'int8', 'id=gte.5', true], [10, 'int4', 'id=gt.9', true],
+    ['red', 'text', 'name=in.(blue,red)', true], ['red', 'text', 'name=in.(blue,green)', false], [5, 'int8', 'id=in.(1,5)', true],
+    ['red', 'text', 'name=eq.red', true], [true, 'bool', 'active=eq.true', true], [false, 'bool', 'active=eq.t', false],
+    ['2026-11-27T10:00:00+00:00', 'timestamptz', 'ts=gt.2026-11-27T09:00:00Z', true],
+    ['2026-11-27T10:00:00+00:00', 'timestamptz', 'ts=eq.2026-11-27 11:00:00+01', true],
+    [null, 'int8', 'id=eq.5', false], [null, 'int8', 'id=neq.5', false],
+  ])('%j (%s) with %s → %s', (value, type, text, expected) => {
+    expect(passesFilter(value, type, filter(text))).toBe(expected);
   });
 
-  it('matches events case-insensitively, and schema/table wildcards', () => {
-    expect(matches('', 'insert')).toBe(true);
-    expect(matches('', 'UPDATE')).toBe(false);
-    expect(bindingMatches({ id: 1, event: '*', schema: '*' }, 'other', 'x', 'DELETE', row)).toBe(true);
-    expect(bindingMatches({ id: 1, event: '*', table: 't' }, 'public', 't', 'UPDATE', row)).toBe(true);
-    expect(bindingMatches({ id: 1, event: '*', table: 't' }, 'private', 't', 'UPDATE', row)).toBe(false);
-  });
-
-  it('rejects malformed filters and `in` lists over 100 values', () => {
-    expect(parseFilter('id=like.5')).toBeUndefined();
-    expect(parseFilter('undefined')).toBeUndefined();
-    expect(parseFilter(`id=in.(${Array.from({ length: 101 }, (_, i) => i).join(',')})`)).toBeUndefined();
+  it('refuses what Realtime refuses, with its parse errors', () => {
+    expect(parseFilter('subject=foo.hey')).toEqual({ error: '["foo", "hey"]' });
+    expect(parseFilter('undefined')).toEqual({ error: '["undefined"]' });
+    expect(parseFilter('name=in.red')).toEqual({ error: '`in` filter value must be wrapped by parentheses' });
+    expect(parseFilter(`id=in.(${Array.from({ length: 101 }, (_, i) => i).join(',')})`)).toEqual({ error: 'too many values for `in` filter. Maximum 100' });
     expect(parseFilter('  ')).toBeNull();
-    expect(matches('id=like.5')).toBe(false);
+    expect(parseFilter(undefined)).toBeNull();
   });
 });

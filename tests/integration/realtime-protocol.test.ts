@@ -7,6 +7,7 @@ import { newUser } from '../support/claims.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { addMember, newSite } from '../support/factories.ts';
 import { signJwt } from '../support/jwt.ts';
+import { follow } from '../support/realtime.ts';
 
 /**
  * The local Realtime server against the unmodified official client (supabase-js): connect with
@@ -40,14 +41,19 @@ async function client(accessToken?: string): Promise<SupabaseClient> {
   return supabase;
 }
 
-/** Subscribes and resolves with the first terminal status (and its error, if any). */
-function subscribe(channel: RealtimeChannel): Promise<{ status: string; error?: Error }> {
-  return new Promise((resolve) => {
-    channel.subscribe((state, error) => {
-      const status = String(state);
-      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT', 'CLOSED'].includes(status)) resolve(error ? { status, error } : { status });
-    });
-  });
+/**
+ * Subscribes and resolves with the first terminal status (and its error, if any); for a channel
+ * with postgres_changes bindings, a SUBSCRIBED also waits for the feed's "Subscribed to
+ * PostgreSQL" (Realtime subscribes the feed after the join reply).
+ */
+async function subscribe(channel: RealtimeChannel): Promise<{ status: string; error?: Error }> {
+  const hasFeed = channel.bindings['postgres_changes']?.length;
+  const followed = follow(channel);
+  let status = await followed.statuses.next('a subscribe status', 15_000);
+  while (!['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT', 'CLOSED'].includes(status)) status = await followed.statuses.next('a subscribe status', 15_000);
+  if (status === 'SUBSCRIBED' && hasFeed) await followed.feedLive();
+  const error = followed.errors.at(-1);
+  return error ? { status, error } : { status };
 }
 
 async function userToken(options: { member?: string; admin?: boolean; expiresIn?: number } = {}): Promise<string> {
@@ -80,7 +86,7 @@ describe('local Realtime server with supabase-js', () => {
   });
 
   it('echoes postgres_changes bindings with ids the client accepts (no binding mismatch)', async () => {
-    const channel = (await client()).channel(`changes-${randomUUID()}`)
+    const channel = (await client(await userToken())).channel(`changes-${randomUUID()}`)
       .on('postgres_changes', { event: '*', schema: 'public', table: 'mqtt_connection' }, () => undefined)
       .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'site', filter: 'id=eq.1' }, () => undefined);
     expect(await subscribe(channel)).toEqual({ status: 'SUBSCRIBED' });

@@ -1,13 +1,30 @@
-import type { Sql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import type { Claims } from './jwt.ts';
 
 const ROLLBACK = Symbol('rollback');
 
+/** Runs `fn` as the claims' role with their JWT claims and `realtime.topic` set; always rolled back. */
+async function asTopicUser<T>(sql: Sql, claims: Claims, subTopic: string, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
+  let result: T | undefined;
+  try {
+    await sql.begin(async (tx) => {
+      await tx`select set_config('role', ${claims.role}, true),
+                      set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                      set_config('realtime.topic', ${subTopic}, true)`;
+      result = await fn(tx);
+      throw ROLLBACK;
+    });
+  } catch (err) {
+    if (err !== ROLLBACK) throw err;
+  }
+  return result as T;
+}
+
 /**
- * Realtime Authorization for a private channel, done as Supabase Realtime does it: write a probe
- * broadcast message for the topic with the server's own role, then — as the user's role, with their
- * JWT claims and `realtime.topic` set — check whether the RLS policies on realtime.messages let
- * them read it. Everything is rolled back.
+ * Realtime Authorization's read check for a private channel, done as Supabase Realtime does it:
+ * write a probe broadcast message for the topic with the server's own role, then — as the user's
+ * role, with their JWT claims and `realtime.topic` set — check whether the SELECT policies on
+ * realtime.messages let them read it. Everything is rolled back.
  */
 export async function canReadTopic(sql: Sql, claims: Claims, subTopic: string): Promise<boolean> {
   let allowed = false;
@@ -30,44 +47,19 @@ export async function canReadTopic(sql: Sql, claims: Claims, subTopic: string): 
   return allowed;
 }
 
-const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
-
 /**
- * Whether the subscriber may SELECT the changed row, checked as Supabase Realtime does: as their
- * role with their claims, by primary key against the table's current state.
+ * The write check: may the user send on the private channel? As Realtime: insert a broadcast
+ * message for the topic as the user's role and claims; the INSERT policies on realtime.messages
+ * decide (a refusal is SQLSTATE 42501). Rolled back.
  */
-export async function canSeeRow(sql: Sql, claims: Claims, schema: string, table: string, keys: string[], record: Record<string, unknown>): Promise<boolean> {
-  if (keys.length === 0) return false;
-  let visible = false;
+export async function canWriteTopic(sql: Sql, claims: Claims, subTopic: string): Promise<boolean> {
   try {
-    await sql.begin(async (tx) => {
-      await tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
-      const where = keys.map((key, i) => `${quoteIdent(key)} = $${i + 1}`).join(' and ');
-      // unsafe: identifiers come from the replication stream and are quoted; values are parameters.
-      const rows = await tx.unsafe(`select exists (select 1 from ${quoteIdent(schema)}.${quoteIdent(table)} where ${where}) as visible`,
-        keys.map((key) => String(record[key] as string | number)));
-      visible = (rows[0] as { visible?: boolean } | undefined)?.visible === true;
-      throw ROLLBACK;
+    return await asTopicUser(sql, claims, subTopic, async (tx) => {
+      await tx`insert into realtime.messages (topic, extension) values (${subTopic}, 'broadcast')`;
+      return true;
     });
   } catch (err) {
-    if (err !== ROLLBACK) {
-      // A role that may not read the table at all (permission denied) does not see the row.
-      if ((err as { code?: string }).code === '42501') return false;
-      throw err;
-    }
+    if ((err as { code?: string }).code === '42501') return false;
+    throw err;
   }
-  return visible;
-}
-
-/** Tables with row level security, by "schema.table" (cached; RLS is rarely switched at runtime). */
-export async function hasRowLevelSecurity(sql: Sql, cache: Map<string, boolean>, schema: string, table: string): Promise<boolean> {
-  const key = `${schema}.${table}`;
-  const cached = cache.get(key);
-  if (cached !== undefined) return cached;
-  const [row] = await sql<{ rls: boolean }[]>`
-    select c.relrowsecurity as rls from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = ${schema} and c.relname = ${table}`;
-  const rls = row?.rls ?? true;
-  cache.set(key, rls);
-  return rls;
 }

@@ -9,60 +9,81 @@ export interface Binding {
 
 export type ChangeType = 'INSERT' | 'UPDATE' | 'DELETE';
 
-interface Filter {
+export const FILTER_OPS = ['eq', 'neq', 'lt', 'lte', 'gt', 'gte', 'in'] as const;
+export type FilterOp = (typeof FILTER_OPS)[number];
+
+export interface Filter {
   column: string;
-  op: 'eq' | 'neq' | 'lt' | 'lte' | 'gt' | 'gte' | 'in';
+  op: FilterOp;
   values: string[];
 }
 
-/** `column=op.value` (ops eq neq lt lte gt gte in; `in.(a,b)`), as Realtime parses them; undefined = malformed. */
-export function parseFilter(text: string | undefined): Filter | null | undefined {
+/** Realtime's limit on the values of an `in` filter. */
+export const MAX_IN_VALUES = 100;
+
+/**
+ * `column=op.value` (ops eq neq lt lte gt gte in; `in.(a,b)`), as Realtime parses them. Returns
+ * null for no filter, or the reason it is malformed, in the words of Realtime's parse error
+ * (`Error parsing \`filter\` params: <reason>`). The 2026 operators (like, ilike, is, not., AND)
+ * are not implemented and count as malformed.
+ */
+export function parseFilter(text: string | undefined): Filter | null | { error: string } {
   if (text === undefined || text.trim() === '') return null;
-  const match = /^([^=]+)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$/s.exec(text.trim());
-  if (!match) return undefined;
-  const [, column, op, raw] = match as unknown as [string, string, Filter['op'], string];
+  const eq = text.indexOf('=');
+  if (eq < 0) return { error: `[${JSON.stringify(text)}]` };
+  const column = text.slice(0, eq);
+  const rest = text.slice(eq + 1);
+  const dot = rest.indexOf('.');
+  if (dot < 0) return { error: `[${JSON.stringify(rest)}]` };
+  const op = rest.slice(0, dot);
+  const raw = rest.slice(dot + 1);
+  if (!(FILTER_OPS as readonly string[]).includes(op)) return { error: `[${JSON.stringify(op)}, ${JSON.stringify(raw)}]` };
   if (op === 'in') {
     const list = /^\((.*)\)$/s.exec(raw);
-    if (!list) return undefined;
+    if (!list) return { error: '`in` filter value must be wrapped by parentheses' };
     const values = list[1]!.split(',').map((v) => v.trim());
-    return values.length > 100 ? undefined : { column, op, values };
+    if (values.length > MAX_IN_VALUES) return { error: `too many values for \`in\` filter. Maximum ${MAX_IN_VALUES}` };
+    return { column, op: 'in', values };
   }
-  return { column, op, values: [raw] };
+  return { column, op: op as FilterOp, values: [raw] };
 }
 
-/** Does a binding want this change of schema.table (event, schema, table and filter)? */
-export function bindingMatches(binding: Binding, schema: string, table: string, type: ChangeType, row: Record<string, unknown> | null): boolean {
-  const event = binding.event.toUpperCase();
-  if (event !== '*' && event !== type) return false;
-  const bindingSchema = binding.schema ?? 'public';
-  if (bindingSchema !== '*' && bindingSchema !== schema) return false;
-  if (binding.table !== undefined && binding.table !== '*' && binding.table !== table) return false;
-  const filter = parseFilter(binding.filter);
-  if (filter === null) return true;
-  if (filter === undefined || !row || !(filter.column in row)) return false;
-  return compare(row[filter.column], filter);
-}
+const NUMERIC = new Set(['int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid']);
+const TEMPORAL = new Set(['timestamptz', 'timestamp', 'date']);
 
-function compare(value: unknown, filter: Filter): boolean {
+/**
+ * Does a row pass the filter? `value` is the column's JSON value (as sent in `record`), compared
+ * by the column's type the way Postgres compares it after casting the filter value: numbers as
+ * numbers, times as instants, booleans as booleans, the rest as text. NULL passes nothing.
+ */
+export function passesFilter(value: unknown, type: string, filter: Filter): boolean {
   if (value === null || value === undefined) return false;
-  const text = value instanceof Date ? value.toISOString()
-    : typeof value === 'string' ? value
-    : typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint' ? value.toString()
-    : JSON.stringify(value);
-  const numeric = typeof value === 'number' || (typeof value === 'string' && value.trim() !== '' && !Number.isNaN(Number(value)));
-  const cmp = (other: string): number => {
-    if (numeric && other.trim() !== '' && !Number.isNaN(Number(other))) return Number(text) - Number(other);
-    if (value instanceof Date) return value.getTime() - Date.parse(other);
-    if (typeof value === 'boolean') return text === (other === 't' ? 'true' : other === 'f' ? 'false' : other) ? 0 : 1;
+  const cmp = (other: string): number | null => {
+    if (NUMERIC.has(type)) {
+      const a = Number(value);
+      const b = Number(other);
+      return Number.isNaN(a) || Number.isNaN(b) ? null : a - b;
+    }
+    if (TEMPORAL.has(type)) {
+      const a = typeof value === 'string' ? Date.parse(value) : NaN;
+      const b = Date.parse(other);
+      return Number.isNaN(a) || Number.isNaN(b) ? null : a - b;
+    }
+    if (type === 'bool') {
+      const b = ['t', 'true', 'y', 'yes', 'on', '1'].includes(other.toLowerCase());
+      return value === b ? 0 : value ? 1 : -1;
+    }
+    const text = typeof value === 'string' ? value : JSON.stringify(value);
     return text < other ? -1 : text > other ? 1 : 0;
   };
+  const first = cmp(filter.values[0]!);
   switch (filter.op) {
-    case 'eq': return cmp(filter.values[0]!) === 0;
-    case 'neq': return cmp(filter.values[0]!) !== 0;
-    case 'lt': return cmp(filter.values[0]!) < 0;
-    case 'lte': return cmp(filter.values[0]!) <= 0;
-    case 'gt': return cmp(filter.values[0]!) > 0;
-    case 'gte': return cmp(filter.values[0]!) >= 0;
+    case 'eq': return first === 0;
+    case 'neq': return first !== null && first !== 0;
+    case 'lt': return first !== null && first < 0;
+    case 'lte': return first !== null && first <= 0;
+    case 'gt': return first !== null && first > 0;
+    case 'gte': return first !== null && first >= 0;
     case 'in': return filter.values.some((v) => cmp(v) === 0);
   }
 }

@@ -86,3 +86,22 @@ export function decodeBinary(frame: Buffer): PhoenixMessage | undefined {
     payload: { ...extra, type: 'broadcast', event, payload: userPayload },
   };
 }
+
+/**
+ * Encoded frames of shared payload objects, by payload, then by vsn and topic: when one change or
+ * broadcast goes to hundreds of channels of one topic, it is serialized once per protocol version
+ * instead of once per socket. Weakly held: entries go with their payload.
+ */
+const encodedFrames = new WeakMap<object, Map<string, string>>();
+
+/** `encode` for a server push (no refs) whose payload object may be sent to many sockets. */
+export function encodeShared(vsn: Vsn, joinRef: string | null, topic: string, event: string, payload: Record<string, unknown>): string {
+  // join_ref is part of a v2 frame; pushes from the dispatcher carry none, so the cache key needs none.
+  if (joinRef !== null) return encode(vsn, { joinRef, ref: null, topic, event, payload });
+  let byKey = encodedFrames.get(payload);
+  if (!byKey) encodedFrames.set(payload, (byKey = new Map<string, string>()));
+  const key = `${vsn}\u0000${topic}\u0000${event}`;
+  let text = byKey.get(key);
+  if (text === undefined) byKey.set(key, (text = encode(vsn, { joinRef: null, ref: null, topic, event, payload })));
+  return text;
+}

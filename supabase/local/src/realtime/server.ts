@@ -2,12 +2,15 @@ import http from 'node:http';
 import type { Sql } from 'postgres';
 import { WebSocketServer } from 'ws';
 import { LocalStackError } from '../errors.ts';
-import { canReadTopic } from './authorization.ts';
+import { canReadTopic, canWriteTopic } from './authorization.ts';
 import { startChangeFeed } from './change-feed.ts';
-import { ChangeDispatcher, type Subscribers } from './dispatcher.ts';
+import { ChangeDispatcher, type Subscriber } from './dispatcher.ts';
 import { verifyJwt } from './jwt.ts';
+import { RowAccess } from './row-access.ts';
 import { parseVsn } from './serializer.ts';
-import { SocketSession, type SessionHost } from './socket-session.ts';
+import { JoinedChannel, SocketSession, type SessionHost, type SessionLimits } from './socket-session.ts';
+import { SubscriptionIndex, type Subscription } from './subscriptions.ts';
+import type { TypeInfo } from './wal-values.ts';
 
 export interface RealtimeServerOptions {
   port: number;
@@ -24,65 +27,123 @@ export interface RealtimeServerOptions {
    * old daily partitions; locally one default partition takes them all). 0 = never.
    */
   retainMessagesMs?: number;
+  /** Overrides of the per-socket limits (defaults: Supabase's, see DEFAULT_LIMITS). */
+  limits?: Partial<SessionLimits>;
 }
+
+/**
+ * Limits as Supabase Realtime sets them by default: max_payload_size_in_kb 3000 (client
+ * broadcasts), max_events_per_second 100 (client messages), and a bound on what one socket may
+ * hold unsent (Phoenix has none; ours keeps a stalled reader from growing the server's memory).
+ */
+export const DEFAULT_LIMITS: SessionLimits = {
+  maxBufferedBytes: 4 * 1024 * 1024,
+  maxPayloadBytes: 3_000 * 1000 + 500,
+  maxEventsPerSecond: 100,
+};
 
 export interface RealtimeServer {
   readonly port: number;
   /** Base URL to give supabase-js (`createClient(url, key)`); the socket is at /realtime/v1/websocket. */
   readonly url: string;
+  /** Dispatch counters (changes, frames, rounds, peak queue), for benchmarks. */
+  readonly stats: ChangeDispatcher['totals'];
   close(): Promise<void>;
 }
 
 const PATHS = new Set(['/realtime/v1/websocket', '/socket/websocket']);
 
+/** Private and public channels of one topic name are separate audiences. */
+const audienceKey = (topic: string, isPrivate: boolean) => `${isPrivate ? 'private' : 'public'}\u0000${topic}`;
+
 /**
  * A local server speaking the Supabase Realtime protocol, so that the unmodified supabase-js client
  * works against the local stack as against Supabase: `/realtime/v1/websocket` (and Realtime's own
  * `/socket/websocket`), vsn 1.0.0 and 2.0.0, JWT-checked connects and joins, private channels
- * authorized by the RLS policies on realtime.messages, and client broadcasts.
+ * authorized by the RLS policies on realtime.messages (read to join, write to broadcast),
+ * postgres_changes with RLS and column privileges, and Broadcast from Database.
  */
 export async function startRealtimeServer(options: RealtimeServerOptions): Promise<RealtimeServer> {
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? (() => undefined);
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const secret = new TextEncoder().encode(options.jwtSecret);
-  const subscribers: Subscribers = new Map();
-  const dispatcher = new ChangeDispatcher(options.sql, subscribers, log);
-  let replicationConnects = 0;
-  const feed = await startChangeFeed(
-    options.databaseUrl,
-    ['supabase_realtime', 'supabase_realtime_messages_publication'],
-    (change) => dispatcher.push(change),
-    () => {
+  const audiences = new Map<string, Set<JoinedChannel>>();
+  const subscriptions = new SubscriptionIndex<Subscriber>(options.sql);
+  const channels = () => [...audiences.values()].flatMap((set) => [...set]);
+
+  let replicationConnected = false;
+  let connects = 0;
+  // Assigned once the feed exists; the dispatcher, made before it, confirms through it.
+  let confirm: (lsn: bigint) => void = () => undefined;
+  const types = new Map<number, TypeInfo>();
+  const dispatcher = new ChangeDispatcher({
+    rowAccess: new RowAccess(options.sql),
+    subscriptions,
+    audience: (topic, isPrivate) => audiences.get(audienceKey(topic, isPrivate)) ?? [],
+    types,
+    confirm: (lsn) => confirm(lsn),
+    log,
+  });
+  const feed = await startChangeFeed(options.databaseUrl, ['supabase_realtime', 'supabase_realtime_messages_publication'], types, {
+    push: (batch) => dispatcher.push(batch),
+    waitForRoom: () => dispatcher.waitForRoom(),
+    onDisconnect() {
+      replicationConnected = false;
+      log('realtime: replication stream lost; reconnecting');
+    },
+    onConnect() {
+      replicationConnected = true;
       log('realtime: replication connected');
-      // After a reconnect (Postgres restarted): channels following changes get phx_error and the
-      // clients rejoin, so their apps reload state on SUBSCRIBED; missed changes are not replayed.
-      if (replicationConnects++ === 0) return;
-      for (const entries of [...subscribers.values()]) {
-        for (const { session, channel } of [...entries]) if (channel.postgresChanges.length > 0) session.errorChannel(channel);
+      if (connects++ === 0) return;
+      // After a reconnect (Postgres restarted), as Realtime when it re-subscribes a channel's
+      // feed: a new "Subscribed to PostgreSQL" system message — no phx_error, no new SUBSCRIBED.
+      // Changes made while the stream was down are not replayed; clients reload on the message.
+      // Broadcast from Database says nothing (Realtime's replication_ready is sent once per join).
+      for (const channel of channels()) {
+        if (channel.bindings.length > 0) void channel.session.subscribePostgresChanges(channel);
       }
     },
-  );
+  });
+  confirm = (lsn) => feed.confirm(lsn);
 
   const sessionHost: SessionHost = {
     jwtSecret: secret,
+    limits,
     canReadTopic: (claims, subTopic) => canReadTopic(options.sql, claims, subTopic),
-    onJoin(session, channel) {
-      const set = subscribers.get(channel.topic) ?? new Set();
-      set.add({ session, channel });
-      subscribers.set(channel.topic, set);
+    canWriteTopic: (claims, subTopic) => canWriteTopic(options.sql, claims, subTopic),
+    onJoin(channel) {
+      const key = audienceKey(channel.topic, channel.isPrivate);
+      const set = audiences.get(key) ?? new Set();
+      set.add(channel);
+      audiences.set(key, set);
     },
-    onLeave(session, channel) {
-      const set = subscribers.get(channel.topic);
+    onLeave(channel) {
+      subscriptions.unsubscribe(channel.subscriptions as Subscription<Subscriber>[]);
+      channel.subscriptions = [];
+      const key = audienceKey(channel.topic, channel.isPrivate);
+      const set = audiences.get(key);
       if (!set) return;
-      for (const entry of set) if (entry.session === session && entry.channel === channel) set.delete(entry);
-      if (set.size === 0) subscribers.delete(channel.topic);
+      set.delete(channel);
+      if (set.size === 0) audiences.delete(key);
     },
-    broadcast(from, topic, payload) {
-      for (const { session, channel } of subscribers.get(topic) ?? []) {
-        if (session === from && !channel.self) continue;
-        session.send({ joinRef: null, ref: null, topic, event: 'broadcast', payload });
+    async subscribePostgresChanges(channel) {
+      subscriptions.unsubscribe(channel.subscriptions as Subscription<Subscriber>[]);
+      channel.subscriptions = [];
+      const params = channel.bindings.map(({ id: _id, ...rest }) => rest as Record<string, unknown>);
+      const result = await subscriptions.subscribe(channel, channel.claims.role, params, channel.bindings.map((b) => b.id));
+      if (!result.ok) return result.message;
+      if (channel.open) channel.subscriptions = result.subscriptions;
+      else subscriptions.unsubscribe(result.subscriptions);
+      return null;
+    },
+    broadcast(from, payload) {
+      for (const channel of audiences.get(audienceKey(from.topic, from.isPrivate)) ?? []) {
+        if (channel === from && !channel.self) continue;
+        channel.send('broadcast', payload);
       }
     },
+    replicationConnected: () => replicationConnected,
     log,
   };
 
@@ -98,6 +159,7 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   const server = http.createServer((_req, res) => {
     res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
   });
+  // Realtime's websocket max_frame_size.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 5_000_000 });
 
   server.on('upgrade', (req, socket, head) => {
@@ -132,6 +194,7 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   return {
     port,
     url: `http://${host}:${port}`,
+    stats: dispatcher.totals,
     async close() {
       clearInterval(prune);
       await feed.stop();

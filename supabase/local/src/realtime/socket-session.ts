@@ -1,46 +1,102 @@
 import type { WebSocket } from 'ws';
 import { bindingId } from './binding-id.ts';
+import type { Subscriber } from './dispatcher.ts';
 import type { Binding } from './filters.ts';
 import type { Claims } from './jwt.ts';
 import { verifyJwt } from './jwt.ts';
-import { decode, decodeBinary, encode, type PhoenixMessage, type Vsn } from './serializer.ts';
+import { decode, decodeBinary, encode, encodeShared, type PhoenixMessage, type Vsn } from './serializer.ts';
 
 /** Realtime's default TENANT_MAX_CHANNELS_PER_CLIENT. */
 export const MAX_CHANNELS_PER_CLIENT = 100;
 /** Phoenix closes a websocket that sent nothing for this long (the client heartbeats every 25 s). */
 const IDLE_TIMEOUT_MS = 60_000;
+/** Realtime's replication-ready check interval and timeout (config.exs replication_ready_timeout). */
+const REPLICATION_READY_CHECK_MS = 500;
+const REPLICATION_READY_TIMEOUT_MS = 60_000;
+/** After asking a socket that stopped reading to close, it is cut off this much later. */
+const CLOSE_GRACE_MS = 2_000;
 
-export interface JoinedChannel {
-  topic: string;
-  subTopic: string;
-  joinRef: string;
-  claims: Claims;
-  isPrivate: boolean;
-  /** Receive own broadcasts (config.broadcast.self). */
-  self: boolean;
-  postgresChanges: Binding[];
+export interface SessionLimits {
+  /** Bytes waiting to be sent to one socket before it is closed as too slow. */
+  maxBufferedBytes: number;
+  /** Largest client broadcast payload in bytes (Realtime: max_payload_size_in_kb × 1000 + 500). */
+  maxPayloadBytes: number;
+  /** Client messages per second on one socket before its channels are shut down (max_events_per_second). */
+  maxEventsPerSecond: number;
 }
 
-/** What a session needs from the server: authorization and the broadcast fan-out. */
+/** One joined channel: its audience, claims and bindings; also what the dispatcher sends to. */
+export class JoinedChannel implements Subscriber {
+  open = true;
+  /** Realtime Authorization's write check for client broadcasts, made once per token. */
+  canWrite: Promise<boolean> | undefined;
+  /** postgres_changes subscriptions registered for the channel (removed when it closes). */
+  subscriptions: unknown[] = [];
+  readonly session: SocketSession;
+  readonly topic: string;
+  readonly subTopic: string;
+  readonly joinRef: string;
+  claims: Claims;
+  readonly isPrivate: boolean;
+  /** Receive own broadcasts (config.broadcast.self). */
+  readonly self: boolean;
+  /** Reply to each broadcast push (config.broadcast.ack). */
+  readonly ack: boolean;
+  /** Wants the "Replication connection established" system message (config.broadcast.replication_ready). */
+  readonly replicationReady: boolean;
+  /** The bindings as the client sent them, each with its id (the join reply echoes them). */
+  readonly bindings: Binding[];
+
+  constructor(init: Omit<JoinedChannel, 'open' | 'canWrite' | 'subscriptions' | 'send'>) {
+    this.session = init.session;
+    this.topic = init.topic;
+    this.subTopic = init.subTopic;
+    this.joinRef = init.joinRef;
+    this.claims = init.claims;
+    this.isPrivate = init.isPrivate;
+    this.self = init.self;
+    this.ack = init.ack;
+    this.replicationReady = init.replicationReady;
+    this.bindings = init.bindings;
+  }
+
+  send(event: string, payload: Record<string, unknown>): void {
+    if (this.open) this.session.sendShared(this.topic, event, payload);
+  }
+}
+
+/** What a session needs from the server: authorization, audiences, the change feed's state. */
 export interface SessionHost {
   jwtSecret: Uint8Array;
+  limits: SessionLimits;
   canReadTopic(claims: Claims, subTopic: string): Promise<boolean>;
-  onJoin(session: SocketSession, channel: JoinedChannel): void;
-  onLeave(session: SocketSession, channel: JoinedChannel): void;
-  broadcast(from: SocketSession, topic: string, payload: Record<string, unknown>): void;
+  canWriteTopic(claims: Claims, subTopic: string): Promise<boolean>;
+  onJoin(channel: JoinedChannel): void;
+  onLeave(channel: JoinedChannel): void;
+  /** Subscribes the channel's postgres_changes bindings; resolves with Realtime's system error text on failure. */
+  subscribePostgresChanges(channel: JoinedChannel): Promise<string | null>;
+  /** Client broadcast to the sender's audience (same topic and same private flag). */
+  broadcast(from: JoinedChannel, payload: Record<string, unknown>): void;
+  /** Whether the replication connection (Broadcast from Database) is up. */
+  replicationConnected(): boolean;
   log(message: string): void;
 }
 
 /**
  * One client websocket speaking the Phoenix channel protocol as Supabase Realtime does:
- * heartbeats, phx_join/phx_leave/phx_close, access_token refresh and client broadcasts.
+ * heartbeats, phx_join/phx_leave, access_token refresh and client broadcasts. Its messages are
+ * handled strictly one after another (as Phoenix' socket process does), so a leave never
+ * overtakes its join and a second join of a topic replaces the first.
  */
 export class SocketSession {
   readonly channels = new Map<string, JoinedChannel>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private idleTimer: NodeJS.Timeout | undefined;
+  private inbox: Promise<void> = Promise.resolve();
+  private dead = false;
+  private events = { second: 0, count: 0 };
   private readonly ws: WebSocket;
-  private readonly vsn: Vsn;
+  readonly vsn: Vsn;
   private readonly apikeyClaims: Claims;
   private readonly host: SessionHost;
 
@@ -53,20 +109,38 @@ export class SocketSession {
       this.touch();
       const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       const message = isBinary ? decodeBinary(bytes) : decode(this.vsn, bytes.toString('utf8'));
-      if (message) void this.handle(message).catch((err: unknown) => this.host.log(`realtime: ${String(err)}`));
+      if (!message) return;
+      this.inbox = this.inbox
+        .then(() => this.handle(message))
+        .catch((err: unknown) => this.host.log(`realtime: ${String(err)}`));
     });
-    ws.on('close', () => {
-      clearTimeout(this.idleTimer);
-      for (const channel of [...this.channels.values()]) this.forget(channel);
-    });
+    ws.on('close', () => this.shutDown());
     this.touch();
   }
 
+  /** Sends a frame unless the socket is gone; a socket that stopped reading is closed, not buffered for. */
   send(message: PhoenixMessage): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(encode(this.vsn, message));
+    this.write(() => encode(this.vsn, message));
   }
 
-  private reply(request: PhoenixMessage, status: 'ok' | 'error', response: Record<string, unknown>): void {
+  /** A server push whose payload object many channels share (encoded once per topic and vsn). */
+  sendShared(topic: string, event: string, payload: Record<string, unknown>): void {
+    this.write(() => encodeShared(this.vsn, null, topic, event, payload));
+  }
+
+  private write(frame: () => string): void {
+    if (this.dead || this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
+      this.host.log(`realtime: closing a socket with ${this.ws.bufferedAmount} bytes unsent (the client reads too slowly)`);
+      this.shutDown();
+      this.ws.close(1013, 'send buffer full: the client is not reading');
+      setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
+      return;
+    }
+    this.ws.send(frame());
+  }
+
+  private reply(request: PhoenixMessage, status: 'ok' | 'error', response: Record<string, unknown> | string): void {
     this.send({ joinRef: request.joinRef, ref: request.ref, topic: request.topic, event: 'phx_reply', payload: { status, response } });
   }
 
@@ -75,11 +149,21 @@ export class SocketSession {
     this.idleTimer = setTimeout(() => this.ws.close(1000, 'idle timeout'), IDLE_TIMEOUT_MS);
   }
 
+  /** The socket is gone (or cut off): its channels leave every audience at once. */
+  private shutDown(): void {
+    if (this.dead) return;
+    this.dead = true;
+    clearTimeout(this.idleTimer);
+    for (const channel of [...this.channels.values()]) this.forget(channel);
+  }
+
   private async handle(message: PhoenixMessage): Promise<void> {
+    if (this.dead) return;
     if (message.topic === 'phoenix' && message.event === 'heartbeat') {
       this.reply(message, 'ok', {});
       return;
     }
+    if (!this.countEvent(message)) return;
     switch (message.event) {
       case 'phx_join':
         await this.join(message);
@@ -90,14 +174,28 @@ export class SocketSession {
       case 'access_token':
         await this.refreshToken(message);
         return;
-      case 'broadcast': {
-        const channel = this.channels.get(message.topic);
-        if (channel) this.host.broadcast(this, channel.topic, message.payload);
+      case 'broadcast':
+        await this.clientBroadcast(message);
         return;
-      }
       default:
         if (!this.channels.has(message.topic)) this.reply(message, 'error', { reason: 'unmatched topic' });
     }
+  }
+
+  /**
+   * Realtime's max_events_per_second, counted here per socket over the messages Realtime counts
+   * from clients (broadcast pushes and unknown events; not joins, leaves, tokens or heartbeats).
+   * Past it, the socket's channels are shut down with "Too many messages per second" (the client
+   * sees CLOSED). Realtime counts per project over a minute; per socket and per second is
+   * stricter for one client and never lets one client's burst close another's channels.
+   */
+  private countEvent(message: PhoenixMessage): boolean {
+    if (['phx_join', 'phx_leave', 'access_token'].includes(message.event)) return true;
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.events.second) this.events = { second, count: 0 };
+    if (++this.events.count <= this.host.limits.maxEventsPerSecond) return true;
+    for (const channel of [...this.channels.values()]) this.systemError(channel, 'Too many messages per second');
+    return false;
   }
 
   private async join(message: PhoenixMessage): Promise<void> {
@@ -117,7 +215,8 @@ export class SocketSession {
       this.reply(message, 'error', { reason: 'ChannelRateLimitReached: Too many channels' });
       return;
     }
-    const config = (message.payload['config'] ?? {}) as Record<string, unknown>;
+    const config = record(message.payload['config']);
+    const broadcast = record(config['broadcast']);
     const token = typeof message.payload['access_token'] === 'string' && !message.payload['access_token'].startsWith('sb_')
       ? message.payload['access_token'] : undefined;
     let claims = this.apikeyClaims;
@@ -130,30 +229,82 @@ export class SocketSession {
       claims = verified.claims;
     }
     const isPrivate = config['private'] === true;
-    if (isPrivate && !(await this.host.canReadTopic(claims, subTopic))) {
-      this.reply(message, 'error', { reason: `Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}` });
-      return;
+    if (isPrivate) {
+      let allowed: boolean;
+      try {
+        allowed = await this.host.canReadTopic(claims, subTopic);
+      } catch (err) {
+        this.host.log(`realtime: authorization of ${subTopic} failed: ${String(err)}`);
+        this.reply(message, 'error', { reason: 'Unknown Error on Channel' });
+        return;
+      }
+      if (!allowed) {
+        this.reply(message, 'error', { reason: `Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}` });
+        return;
+      }
     }
-    const requested = Array.isArray(config['postgres_changes']) ? (config['postgres_changes'] as Record<string, unknown>[]) : [];
-    const channel: JoinedChannel = {
+    // The client may have left or re-joined while the checks ran: it is handled after this, in order.
+    const requested = Array.isArray(config['postgres_changes']) ? config['postgres_changes'].map(record) : [];
+    const channel = new JoinedChannel({
+      session: this,
       topic: message.topic,
       subTopic,
       joinRef: message.joinRef ?? message.ref ?? '',
       claims,
       isPrivate,
-      self: (config['broadcast'] as { self?: unknown } | undefined)?.self === true,
-      postgresChanges: requested.map((params) => ({ ...params, id: bindingId(params) }) as Binding),
-    };
+      self: broadcast['self'] === true,
+      ack: broadcast['ack'] === true,
+      replicationReady: broadcast['replication_ready'] === true,
+      bindings: requested.map((params) => ({ ...params, id: bindingId(params) }) as Binding),
+    });
     this.channels.set(message.topic, channel);
     this.scheduleExpiry(channel);
-    this.host.onJoin(this, channel);
-    this.reply(message, 'ok', { postgres_changes: channel.postgresChanges });
-    if (channel.postgresChanges.length > 0) {
-      this.send({
-        joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
-        payload: { extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: subTopic },
-      });
+    this.host.onJoin(channel);
+    // As Realtime: the reply comes first; the change feed is subscribed after it and announced
+    // with a `system` message, so clients must wait for that, not for SUBSCRIBED.
+    this.reply(message, 'ok', { postgres_changes: channel.bindings });
+    if (channel.bindings.length > 0) void this.subscribePostgresChanges(channel);
+    if (channel.replicationReady) this.awaitReplication(channel);
+  }
+
+  /**
+   * `config.broadcast.replication_ready`: as Realtime, checks every 500 ms whether the replication
+   * connection is up and says so once; after a minute without it the channel is shut down.
+   */
+  private awaitReplication(channel: JoinedChannel): void {
+    const started = Date.now();
+    const check = () => {
+      if (!channel.open) return;
+      if (this.host.replicationConnected()) {
+        this.send({
+          joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
+          payload: { extension: 'system', status: 'ok', message: 'Replication connection established', channel: channel.subTopic },
+        });
+      } else if (Date.now() - started >= REPLICATION_READY_TIMEOUT_MS) {
+        this.systemError(channel, 'Replication connection was not established in time');
+      } else {
+        setTimeout(check, REPLICATION_READY_CHECK_MS).unref();
+      }
+    };
+    check();
+  }
+
+  /** Subscribes (again) the channel's bindings and says how it went, as Realtime's system message. */
+  async subscribePostgresChanges(channel: JoinedChannel): Promise<void> {
+    let error: string | null;
+    try {
+      error = await this.host.subscribePostgresChanges(channel);
+    } catch (err) {
+      this.host.log(`realtime: subscribing ${channel.subTopic} failed: ${String(err)}`);
+      error = `Unable to subscribe to changes with given parameters. An exception happened so please check your connect parameters: ${String(err)}`;
     }
+    if (!channel.open) return;
+    this.send({
+      joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
+      payload: error === null
+        ? { extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: channel.subTopic }
+        : { extension: 'postgres_changes', status: 'error', message: error, channel: channel.subTopic },
+    });
   }
 
   private leave(message: PhoenixMessage): void {
@@ -167,6 +318,33 @@ export class SocketSession {
     this.send({ joinRef: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_close', payload: {} });
   }
 
+  /**
+   * A client broadcast: to the sender's audience only (same topic, same private flag). On a
+   * private channel the sender's claims must pass Realtime Authorization's write check (an
+   * INSERT policy on realtime.messages for the topic), made on the first broadcast and kept until
+   * the token changes; as on Realtime, a refused one is dropped without a reply, even with `ack`
+   * (the client's send() times out). Payloads over the size limit are dropped, and with `ack`
+   * answered `payload_size_exceeded`.
+   */
+  private async clientBroadcast(message: PhoenixMessage): Promise<void> {
+    const channel = this.channels.get(message.topic);
+    if (!channel) return;
+    if (channel.isPrivate) {
+      channel.canWrite ??= this.host.canWriteTopic(channel.claims, channel.subTopic).catch((err: unknown) => {
+        this.host.log(`realtime: write authorization of ${channel.subTopic} failed: ${String(err)}`);
+        return false;
+      });
+      if (!(await channel.canWrite)) return;
+    }
+    if (Buffer.byteLength(JSON.stringify(message.payload)) > this.host.limits.maxPayloadBytes) {
+      if (channel.ack) this.reply(message, 'error', 'payload_size_exceeded');
+      return;
+    }
+    if (!channel.open) return;
+    this.host.broadcast(channel, message.payload);
+    if (channel.ack) this.reply(message, 'ok', {});
+  }
+
   /** No reply (as Realtime); a token that no longer passes closes the channel with a system error. */
   private async refreshToken(message: PhoenixMessage): Promise<void> {
     const channel = this.channels.get(message.topic);
@@ -177,12 +355,22 @@ export class SocketSession {
       this.systemError(channel, verified.message);
       return;
     }
-    if (channel.isPrivate && !(await this.host.canReadTopic(verified.claims, channel.subTopic))) {
+    let allowed: boolean;
+    try {
+      allowed = !channel.isPrivate || (await this.host.canReadTopic(verified.claims, channel.subTopic));
+    } catch (err) {
+      this.host.log(`realtime: authorization of ${channel.subTopic} failed: ${String(err)}`);
+      allowed = false;
+    }
+    if (!allowed) {
       this.systemError(channel, `You no longer have permission to read from this Channel topic: ${channel.subTopic}`);
       return;
     }
     channel.claims = verified.claims;
+    channel.canWrite = undefined;
     this.scheduleExpiry(channel);
+    // Realtime re-subscribes postgres_changes with the new claims and says so again.
+    if (channel.bindings.length > 0) await this.subscribePostgresChanges(channel);
   }
 
   /** Realtime closes a channel whose token expires (with a system error); the client must refresh before. */
@@ -197,28 +385,24 @@ export class SocketSession {
     this.expiryTimers.set(channel.topic, timer);
   }
 
-  /**
-   * The channel process "crashed" (here: the change stream was lost): `phx_error` makes the client
-   * mark the channel errored and rejoin with a new phx_join, as with Realtime. Nothing is replayed.
-   */
-  errorChannel(channel: JoinedChannel): void {
-    if (this.channels.get(channel.topic) !== channel) return;
-    this.forget(channel);
-    this.send({ joinRef: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
-  }
-
   private forget(channel: JoinedChannel): void {
-    this.channels.delete(channel.topic);
+    channel.open = false;
+    if (this.channels.get(channel.topic) === channel) this.channels.delete(channel.topic);
     clearTimeout(this.expiryTimers.get(channel.topic));
     this.expiryTimers.delete(channel.topic);
-    this.host.onLeave(this, channel);
+    this.host.onLeave(channel);
   }
 
-  private systemError(channel: JoinedChannel, text: string): void {
+  /** Realtime's shutdown_response: a `system` error, then `phx_close`. */
+  systemError(channel: JoinedChannel, text: string): void {
     this.send({
       joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
       payload: { extension: 'system', status: 'error', message: text, channel: channel.subTopic },
     });
     this.close(channel);
   }
+}
+
+function record(value: unknown): Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
 }
