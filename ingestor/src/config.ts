@@ -36,6 +36,12 @@ const envSchema = z.object({
   BFG_ARCHIVE_UNMATCHED: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
   /** Receive Maximum sent to MQTT 5 brokers: how many QoS 1 messages may await our PUBACK. */
   BFG_MQTT_RECEIVE_MAXIMUM: z.coerce.number().int().min(1).max(65535).default(10_000),
+  /**
+   * Realtime broadcast messages per second per site, at most (Supabase meters every message to
+   * every subscriber): changes within 1/rate s of the last message wait for the next one, which
+   * carries their latest state. Fractions allowed (0.5 = one message every 2 s).
+   */
+  BFG_REALTIME_MAX_RATE: z.coerce.number().min(0.1).max(100).default(4),
 });
 
 export type IngestorConfig = Readonly<z.infer<typeof envSchema>>;

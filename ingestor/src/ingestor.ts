@@ -6,6 +6,7 @@ import { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
 import { createFileLogger, flushLogger, type Logger } from './logger.ts';
 import { defaultParserRegistry, type ParserRegistry } from './parsers/registry.ts';
+import { SiteChangeBroadcaster } from './site-change-broadcaster.ts';
 import { StatusReporter } from './status-reporter.ts';
 import { Supervisor } from './supervisor.ts';
 
@@ -63,6 +64,9 @@ export function createIngestor(config: IngestorConfig, logger: Logger, options: 
   const controlLoop = new ControlLoop(sql, supervisor, logger.child({ component: 'control-loop' }), {
     sweepMs: config.BFG_SWEEP_INTERVAL_MS,
   });
+  const broadcaster = new SiteChangeBroadcaster(sql, logger.child({ component: 'site-changes' }), {
+    maxRatePerSite: config.BFG_REALTIME_MAX_RATE,
+  });
 
   return {
     sql,
@@ -73,6 +77,7 @@ export function createIngestor(config: IngestorConfig, logger: Logger, options: 
       discovery.start();
       reporter.start();
       await controlLoop.start();
+      await broadcaster.start();
     },
     async stop() {
       await controlLoop.stop();
@@ -81,6 +86,8 @@ export function createIngestor(config: IngestorConfig, logger: Logger, options: 
       await supervisor.stopAll('stopped: the ingestor is shutting down');
       await discovery.stop();
       await reporter.stop();
+      // After every other final write, so the pages get those too.
+      await broadcaster.stop();
       await Promise.all([flushLogger(connectionFile), flushLogger(parsingFile)]);
       await sql.end({ timeout: 5 });
     },

@@ -2,12 +2,16 @@ import postgres, { type Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newUser, userClaims } from '../support/claims.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { addMember, newDeviceTree, newSite } from '../support/factories.ts';
+import { addMember, newConnection, newDeviceTree, newSite } from '../support/factories.ts';
+import { waitFor } from '../support/wait-for.ts';
+import { siteChanges, type SiteChanges } from '../../web/src/lib/live/site-changes.ts';
+import { dataloggerRow, gatewayRow, sensorRow } from '../../web/src/lib/rows.ts';
 
 /**
  * The realtime SQL surface: realtime.send / realtime.broadcast_changes write the rows Supabase's
- * do, the device triggers broadcast one message per site per statement, and Realtime
- * Authorization's policies admit exactly the site's members to `site:<id>`.
+ * do; device, topic and parsing-log writes are recorded in the change outbox and sent by
+ * private.send_site_changes as one `changes` message per site per interval, with the rows as they
+ * are; Realtime Authorization's policies admit exactly the site's members to `site:<id>`.
  */
 
 interface MessageRow {
@@ -98,26 +102,200 @@ describe('realtime.broadcast_changes', () => {
   });
 });
 
-describe('device broadcasts', () => {
-  it('send one message per site per statement, with only the rows that changed', async () => {
-    const siteA = await newSite(db.sql);
-    const siteB = await newSite(db.sql);
-    const treeA = await newDeviceTree(db.sql, siteA.id);
-    await newDeviceTree(db.sql, siteB.id);
+describe('site change broadcasts', () => {
+  interface ChangesMessage { event: string; private: boolean; payload: SiteChanges; at: number }
 
-    await clearMessages(db.sql);
-    // One statement updating sensors of both sites, like an ingestor flush.
-    await db.sql`update sensor set last_value = 22.5, last_value_at = now() where site_id in (${siteA.id}, ${siteB.id})`;
-    // A no-op update sends nothing.
-    await db.sql`update sensor set last_value = last_value where site_id = ${siteA.id}`;
-    const rows = await allMessages(db.sql);
-    expect(rows.map((r) => [r.topic, r.event, r.private]).sort()).toEqual([
-      [`site:${siteA.id}`, 'sensor_changed', true],
-      [`site:${siteB.id}`, 'sensor_changed', true],
-    ]);
-    const forA = rows.find((r) => r.topic === `site:${siteA.id}`)!;
-    expect(forA.payload).toMatchObject({ table: 'sensor', op: 'UPDATE' });
-    expect(forA.payload['rows']).toMatchObject([{ id: Number(treeA.sensorId), last_value: 22.5 }]);
+  /** One run of the flusher the ingestor calls; ms until the next pending site is due, or null. */
+  async function flush(sql: Sql, intervalMs: number): Promise<number | null> {
+    const [row] = await sql<{ next: number | null }[]>`select private.send_site_changes(${intervalMs}) as next`;
+    return row!.next;
+  }
+
+  /** Every message sent on the site's topic, oldest first, its payload checked with the web's own schema. */
+  async function messagesOf(sql: Sql, siteId: string): Promise<ChangesMessage[]> {
+    const rows = await sql<{ event: string; private: boolean; payload: unknown; at: number }[]>`
+      select event, private, payload, extract(epoch from inserted_at)::float8 * 1000 as at
+      from realtime.messages where topic = ${`site:${siteId}`} order by inserted_at, id`;
+    return rows.map((r) => ({ ...r, payload: siteChanges.parse(r.payload) }));
+  }
+
+  const valueOf = (m: ChangesMessage, sensorId: string) => m.payload.sensors.find((s) => s.id === Number(sensorId))?.last_value;
+
+  it('sends nothing from the write itself; a lone change goes out at the first flush, with the shown columns of the rows as they are', async () => {
+    const site = await newSite(db.sql);
+    const tree = await newDeviceTree(db.sql, site.id);
+    await db.sql`update sensor set last_value = 22.5, last_value_at = now() where id = ${tree.sensorId}`;
+    expect(await messagesOf(db.sql, site.id)).toEqual([]);
+
+    expect(await flush(db.sql, 60_000)).toBeNull();
+    const [message, ...more] = await messagesOf(db.sql, site.id);
+    expect(more).toEqual([]);
+    expect(message).toMatchObject({ event: 'changes', private: true });
+    const raw = (await db.sql<{ payload: Record<string, Record<string, unknown>[]> }[]>`
+      select payload from realtime.messages where topic = ${`site:${site.id}`}`)[0]!.payload;
+    // Exactly the columns the pages' row schemas read: the SQL list and web/src/lib/rows.ts agree.
+    const keys = (rows: Record<string, unknown>[] | undefined) => Object.keys(rows?.[0] ?? {}).sort();
+    expect(keys(raw['gateways'])).toEqual(Object.keys(gatewayRow.shape).sort());
+    expect(keys(raw['dataloggers'])).toEqual(Object.keys(dataloggerRow.shape).sort());
+    expect(keys(raw['sensors'])).toEqual(Object.keys(sensorRow.shape).sort());
+    expect(message!.payload).toMatchObject({
+      gateways: [{ id: Number(tree.gatewayId), ident: 'gw-1', online: true }],
+      dataloggers: [{ id: Number(tree.dataloggerId), interval_s: 60 }],
+      sensors: [{ id: Number(tree.sensorId), last_value: 22.5 }],
+      removed: { gateways: [], dataloggers: [], sensors: [] },
+      topics: [],
+      parsing_log: [],
+    });
+  });
+
+  it('coalesces a burst into at most 1 + elapsed × rate messages, each with the latest values', async () => {
+    const intervalMs = 200;
+    const site = await newSite(db.sql);
+    const tree = await newDeviceTree(db.sql, site.id);
+    const started = Date.now();
+    const sentAfter: number[] = [];
+    let value = 0;
+    // ~1 s of statements, each followed by a flush, as the ingestor's nudges would do.
+    while (Date.now() - started < 1_000) {
+      value += 1;
+      await db.sql`update sensor set last_value = ${value}, last_value_at = now() where id = ${tree.sensorId}`;
+      const before = (await messagesOf(db.sql, site.id)).length;
+      await flush(db.sql, intervalMs);
+      if ((await messagesOf(db.sql, site.id)).length > before) sentAfter.push(value);
+    }
+    // The last changes wait for the next message, sent once the interval has passed.
+    await waitFor('the last change to be sent', async () => {
+      await flush(db.sql, intervalMs);
+      return (await messagesOf(db.sql, site.id)).at(-1);
+    }, { accept: (m) => m !== undefined && valueOf(m, tree.sensorId) === value });
+    const elapsedS = (Date.now() - started) / 1000;
+
+    const messages = await messagesOf(db.sql, site.id);
+    expect(value).toBeGreaterThan(messages.length * 2);
+    expect(messages.length).toBeLessThanOrEqual(1 + elapsedS * (1000 / intervalMs));
+    // Each message carries the value written last before it was sent, and the last one the final value.
+    expect(messages.slice(0, sentAfter.length).map((m) => valueOf(m, tree.sensorId))).toEqual(sentAfter);
+    expect(valueOf(messages.at(-1)!, tree.sensorId)).toBe(value);
+    for (let i = 1; i < messages.length; i++) {
+      expect(messages[i]!.at - messages[i - 1]!.at, `gap before message ${i}`).toBeGreaterThanOrEqual(intervalMs - 25);
+    }
+  });
+
+  it('sends nothing for changes no page shows', async () => {
+    const site = await newSite(db.sql);
+    const tree = await newDeviceTree(db.sql, site.id);
+    await flush(db.sql, 0);
+    const sent = (await messagesOf(db.sql, site.id)).length;
+
+    await db.sql`update gateway set uptime_s = 86400, status_at = now(), first_seen_at = now() - interval '1 day' where id = ${tree.gatewayId}`;
+    await db.sql`update datalogger set serial = 'DL4-1', firmware = '1.9.0', info_at = now() where id = ${tree.dataloggerId}`;
+    await db.sql`update sensor set first_seen_at = now() - interval '1 day', updated_at = now() where id = ${tree.sensorId}`;
+    // A write that sets a shown column to the value it has is no change either.
+    await db.sql`update sensor set last_value = last_value, kind = kind where id = ${tree.sensorId}`;
+    expect(await db.sql`select * from private.site_change_outbox where site_id = ${site.id}`).toEqual([]);
+    await flush(db.sql, 0);
+    expect(await messagesOf(db.sql, site.id)).toHaveLength(sent);
+  });
+
+  it('sends a deleted device, and a device moved to another site, as removed', async () => {
+    const site = await newSite(db.sql);
+    const other = await newSite(db.sql);
+    const tree = await newDeviceTree(db.sql, site.id);
+    const target = await newDeviceTree(db.sql, other.id);
+    const [extra] = await db.sql<{ id: string }[]>`
+      insert into sensor (site_id, datalogger_id, ident) values (${site.id}, ${tree.dataloggerId}, 'rh') returning id`;
+    await flush(db.sql, 0);
+    const before = { site: (await messagesOf(db.sql, site.id)).length, other: (await messagesOf(db.sql, other.id)).length };
+
+    await db.sql`delete from sensor where id = ${tree.sensorId}`;
+    await db.sql`update sensor set site_id = ${other.id}, datalogger_id = ${target.dataloggerId} where id = ${extra!.id}`;
+    await flush(db.sql, 0);
+
+    const here = (await messagesOf(db.sql, site.id)).slice(before.site);
+    expect(here.map((m) => m.payload)).toEqual([{
+      gateways: [], dataloggers: [], sensors: [],
+      removed: { gateways: [], dataloggers: [], sensors: [Number(tree.sensorId), Number(extra!.id)].sort((a, b) => a - b) },
+      topics: [], parsing_log: [],
+    }]);
+    const there = (await messagesOf(db.sql, other.id)).slice(before.other);
+    expect(there.map((m) => m.payload.sensors.map((s) => [s.id, s.site_id]))).toEqual([[[Number(extra!.id), Number(other.id)]]]);
+  });
+
+  it('names the connections whose discovered topics or parsing log changed', async () => {
+    const site = await newSite(db.sql);
+    const connection = await newConnection(db.sql, site.id);
+    await db.sql`insert into discovered_topic (connection_id, topic, message_count) values
+                 (${connection.id}, 'a/1', 1), (${connection.id}, 'a/2', 1)`;
+    await db.sql`update discovered_topic set message_count = message_count + 1 where connection_id = ${connection.id}`;
+    await db.sql`insert into mqtt_parsing_log (connection_id, topic, kind, message, fingerprint)
+                 values (${connection.id}, 'a/1', 'invalid_json', 'Unexpected end of JSON input', 'f')`;
+    await flush(db.sql, 0);
+    expect((await messagesOf(db.sql, site.id)).map((m) => m.payload)).toEqual([{
+      gateways: [], dataloggers: [], sensors: [],
+      removed: { gateways: [], dataloggers: [], sensors: [] },
+      topics: [Number(connection.id)],
+      parsing_log: [Number(connection.id)],
+    }]);
+  });
+
+  it('splits a large change over messages of at most 200 rows that together carry every row', async () => {
+    const site = await newSite(db.sql);
+    const tree = await newDeviceTree(db.sql, site.id);
+    await db.sql`insert into sensor (site_id, datalogger_id, ident) select ${site.id}, ${tree.dataloggerId}, 's-' || i from generate_series(1, 449) as i`;
+    await flush(db.sql, 0);
+    const messages = await messagesOf(db.sql, site.id);
+    expect(messages).toHaveLength(3);
+    const size = (c: SiteChanges) => c.gateways.length + c.dataloggers.length + c.sensors.length;
+    for (const m of messages) expect(size(m.payload)).toBeLessThanOrEqual(200);
+    expect(messages.reduce((n, m) => n + size(m.payload), 0)).toBe(452);
+    expect(new Set(messages.flatMap((m) => m.payload.sensors.map((s) => s.id))).size).toBe(450);
+  });
+
+  it('never sends a change twice with two flushers running, nor loses the last one, while a writer keeps writing', async () => {
+    const sites = [await newSite(db.sql), await newSite(db.sql)];
+    const sensorIds: string[] = [];
+    for (const site of sites) {
+      const tree = await newDeviceTree(db.sql, site.id);
+      const more = await db.sql<{ id: string }[]>`
+        insert into sensor (site_id, datalogger_id, ident) select ${site.id}, ${tree.dataloggerId}, 'x-' || i from generate_series(1, 19) as i
+        returning id`;
+      sensorIds.push(tree.sensorId, ...more.map((r) => r.id));
+    }
+    const siteIds = sites.map((s) => s.id);
+    const flushers = [postgres(db.url, { max: 1, onnotice: () => undefined }), postgres(db.url, { max: 1, onnotice: () => undefined })];
+    try {
+      let writing = true;
+      const flushing = flushers.map(async (sql) => {
+        while (writing) await flush(sql, 0);
+      });
+      // One statement per step across both sites, as an ingestor batch writes; every step a new value.
+      const STEPS = 150;
+      for (let step = 1; step <= STEPS; step++) {
+        await db.sql`update sensor set last_value = ${step}, last_value_at = now() where site_id in ${db.sql(siteIds)}`;
+      }
+      writing = false;
+      await Promise.all(flushing);
+      await flush(db.sql, 0);
+
+      const seen = new Map<string, number>();
+      for (const site of sites) {
+        const messages = await messagesOf(db.sql, site.id);
+        for (const m of messages) {
+          for (const s of m.payload.sensors) {
+            const key = `${s.id}=${s.last_value}`;
+            seen.set(key, (seen.get(key) ?? 0) + 1);
+          }
+        }
+        const last = messages.at(-1)!;
+        expect(last.payload.sensors.map((s) => s.last_value), `last message of site ${site.id}`).toEqual(last.payload.sensors.map(() => STEPS));
+      }
+      expect([...seen].filter(([, n]) => n > 1), 'states sent more than once').toEqual([]);
+      expect(await db.sql`select * from private.site_change_outbox where site_id in ${db.sql(siteIds)}`).toEqual([]);
+      // Every sensor's final value was sent.
+      for (const id of sensorIds) expect(seen.has(`${Number(id)}=${STEPS}`), `sensor ${id}`).toBe(true);
+    } finally {
+      await Promise.all(flushers.map((sql) => sql.end()));
+    }
   });
 });
 

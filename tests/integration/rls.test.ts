@@ -134,6 +134,20 @@ describe('reading', () => {
     expect(secret!.password).toBe('broker-password');
   });
 
+  it('no API role reads the realtime change outbox or clock, and only service_role may send site changes', async () => {
+    await db.sql`select private.send_site_changes(0)`;
+    await db.sql`update sensor set last_value = 1 where site_id = ${siteA.id}`;
+    for (const claims of [anonClaims, who.member, who.nonMember, who.admin]) {
+      for (const table of ['private.site_change_outbox', 'private.site_broadcast_clock']) {
+        expect(await visibleRows(db.sql, claims, table), `${claims.role} on ${table}`).toBe(PERMISSION_DENIED);
+      }
+      expect(await tryWrite(db.sql, claims, (tx) => tx`select private.send_site_changes(0)`), `${claims.role} sending`).toBe(PERMISSION_DENIED);
+    }
+    expect(await visibleRows(db.sql, serviceClaims, 'private.site_change_outbox')).toBe(1);
+    expect(await visibleRows(db.sql, serviceClaims, 'private.site_broadcast_clock')).toBe(2);
+    expect(await tryWrite(db.sql, serviceClaims, (tx) => tx`select private.send_site_changes(0)`)).toBe(1);
+  });
+
   it('no API role can read secrets through a function or a partition either', async () => {
     const presence = await asClaims(db.sql, who.member, (tx) =>
       tx`select * from mqtt_connection_secret_presence(${connA.id})`);

@@ -39,6 +39,10 @@ export const connectionRow = z.object({
 });
 export type ConnectionRow = z.infer<typeof connectionRow>;
 
+// The keys of gatewayRow, dataloggerRow and sensorRow are also the columns the database puts in a
+// site's `changes` broadcast, and the only ones whose change sends one (private.shown_columns in
+// supabase/migrations/20261201000200_coalesced_site_changes.sql). Add a column here and there
+// together: tests/integration/realtime-sql.test.ts fails while the two lists differ.
 export const gatewayRow = z.object({
   id,
   site_id: id,
