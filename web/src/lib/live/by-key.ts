@@ -10,3 +10,17 @@ export function withChanges<K, T>(map: ReadonlyMap<K, T>, key: (row: T) => K, ro
   for (const k of removed) next.delete(k);
   return next;
 }
+
+/**
+ * `withChanges` for several changes at once, applied in order (a later part's row or removal wins),
+ * into one new map; `map` itself when no part has anything, so Svelte sees no change.
+ */
+export function withParts<K, T>(map: Map<K, T>, key: (row: T) => K, parts: readonly { rows: readonly T[]; removed: readonly K[] }[]): Map<K, T> {
+  if (parts.every((p) => p.rows.length === 0 && p.removed.length === 0)) return map;
+  const next = new Map(map);
+  for (const part of parts) {
+    for (const row of part.rows) next.set(key(row), row);
+    for (const k of part.removed) next.delete(k);
+  }
+  return next;
+}

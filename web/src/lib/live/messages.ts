@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import type { RawMessage } from '#lib/realtime/live-channel.svelte.ts';
+import { siteChanges, SITE_CHANGES_EVENT, type SiteChanges } from './site-changes.ts';
 
-/** The payload of the database's device broadcasts (private.broadcast_device_changes). */
-export const deviceBroadcast = z.object({
-  table: z.enum(['gateway', 'datalogger', 'sensor']),
-  op: z.enum(['INSERT', 'UPDATE', 'DELETE']),
-  rows: z.array(z.record(z.string(), z.unknown())),
-});
+/** A site's `changes` broadcast, validated; null when it is not one or does not validate. */
+export function parseSiteChanges(message: RawMessage): SiteChanges | null {
+  if (message.kind !== 'broadcast' || message.event !== SITE_CHANGES_EVENT) return null;
+  const parsed = siteChanges.safeParse(message.payload);
+  return parsed.success ? parsed.data : null;
+}
 
 /**
  * A postgres_changes message as an upsert or a delete of one row, validated with the table's row
