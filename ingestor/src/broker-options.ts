@@ -2,9 +2,13 @@ import { createHash } from 'node:crypto';
 import type { IClientOptions } from 'mqtt';
 import type { ConnectionRow } from './sql/connections.ts';
 
-/** Everything that, when changed, requires a new client: a digest (secrets included, never logged). */
+/**
+ * Everything that, when changed, requires a new client: a digest (secrets included, never
+ * logged). Not the filters and the share group: a live client subscribes and unsubscribes them
+ * in place (BrokerSubscriptions). Not session_filters either: the session writes it itself.
+ */
 export function settingsFingerprint(row: ConnectionRow): string {
-  const { siteSlug: _slug, ...settings } = row;
+  const { siteSlug: _slug, subscribeFilters: _filters, shareGroup: _group, sessionFilters: _held, ...settings } = row;
   return createHash('sha256').update(JSON.stringify(settings)).digest('hex');
 }
 
@@ -33,7 +37,8 @@ export function clientOptions(row: ConnectionRow, receiveMaximum: number): IClie
     ...(row.password ? { password: row.password } : {}),
     reconnectPeriod: 0,
     connectTimeout: 10_000,
-    // Subscriptions are made by the session on every connect the broker did not keep a session for.
+    // The session makes the subscriptions itself on every connect (BrokerSubscriptions): MQTT.js
+    // would only repeat the ones it made, and only after a reconnect without a kept session.
     resubscribe: false,
     ...(row.protocolVersion === 5
       ? { properties: { sessionExpiryInterval: row.cleanStart ? 0 : row.sessionExpiryS, receiveMaximum } }

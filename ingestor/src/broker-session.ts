@@ -2,6 +2,8 @@ import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { backoffDelay } from './backoff.ts';
 import type { BatchWriter } from './batch-writer.ts';
 import { clientOptions, describeBroker, settingsFingerprint, subscriptionFilters } from './broker-options.ts';
+import { describeCode, type BrokerSubscriptions, type SubscriptionChange } from './broker-subscriptions.ts';
+import { CoalescingRunner } from './coalescing-runner.ts';
 import type { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
@@ -40,8 +42,9 @@ interface AckTicket {
 }
 
 /**
- * One broker connection: an MQTT.js client, its subscriptions, the deferred acknowledgements of
- * its QoS 1 messages, and its own reconnect loop (capped exponential backoff with jitter).
+ * One broker connection: an MQTT.js client, its subscriptions (kept equal to the row's filters,
+ * see BrokerSubscriptions), the deferred acknowledgements of its QoS 1 messages, and its own
+ * reconnect loop (capped exponential backoff with jitter).
  */
 export class BrokerSession {
   readonly fingerprint: string;
@@ -54,21 +57,24 @@ export class BrokerSession {
   private paused = false;
   private lastError: string | null = null;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Subscription syncs run one at a time; requests meanwhile merge into one more run. */
+  private readonly syncs = new CoalescingRunner(() => this.syncOnce());
+  private syncAttempt = 0;
+  private syncTimer: NodeJS.Timeout | undefined;
   /** Bumped on every disconnect: acknowledgements of an older connection are never sent. */
   private generation = 0;
   /** QoS 1 messages awaiting their PUBACK, oldest first from `ackHead` (a shift() per ack is O(n)). */
   private acks: AckTicket[] = [];
   private ackHead = 0;
   private readonly log: Logger;
-
-  readonly row: ConnectionRow;
-
+  private currentRow: ConnectionRow;
   private readonly deps: SessionDeps;
+  readonly subscriptions: BrokerSubscriptions;
 
-
-  constructor(row: ConnectionRow, patterns: readonly TopicPattern[], deps: SessionDeps) {
-    this.row = row;
+  constructor(row: ConnectionRow, patterns: readonly TopicPattern[], deps: SessionDeps, subscriptions: BrokerSubscriptions) {
+    this.currentRow = row;
     this.deps = deps;
+    this.subscriptions = subscriptions;
     this.fingerprint = settingsFingerprint(row);
     this.context = { connectionId: row.id, siteId: row.siteId, siteSlug: row.siteSlug, matcher: new TopicMatcher(patterns) };
     this.log = deps.logger.child({ connectionId: row.id, broker: describeBroker(row) });
@@ -76,6 +82,11 @@ export class BrokerSession {
 
   get id(): string {
     return this.row.id;
+  }
+
+  /** The row this session follows; its filters may change without a restart (`update`). */
+  get row(): ConnectionRow {
+    return this.currentRow;
   }
 
   start(): void {
@@ -90,8 +101,13 @@ export class BrokerSession {
     client.on('close', () => this.onClose());
   }
 
-  /** Swaps the topic patterns without reconnecting. */
-  updatePatterns(patterns: readonly TopicPattern[]): void {
+  /**
+   * Follows a row whose settings fingerprint is unchanged: new topic patterns are swapped in, and
+   * changed filters or share group are subscribed and unsubscribed on the live client.
+   */
+  update(row: ConnectionRow, patterns: readonly TopicPattern[]): void {
+    this.currentRow = row;
+    if (this.connected && this.subscriptions.needsSync(subscriptionFilters(row))) this.requestSync();
     if (this.context.matcher.sameAs(patterns)) return;
     this.context = { ...this.context, matcher: new TopicMatcher(patterns) };
     this.log.info({ patterns: patterns.length }, 'topic patterns updated');
@@ -106,6 +122,7 @@ export class BrokerSession {
   async stop(detail: string, report = true): Promise<void> {
     this.stopping = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.syncTimer);
     const client = this.client;
     if (client) {
       client.removeAllListeners('close');
@@ -131,20 +148,57 @@ export class BrokerSession {
     this.lastError = null;
     const wasConnected = this.everConnected;
     this.everConnected = true;
-    this.report('connected', sessionPresent ? 'connected; the broker kept our session and subscriptions' : 'connected',
+    this.report('connected', sessionPresent ? 'connected; the broker kept our session' : 'connected',
       wasConnected ? 'reconnect' : 'connect', 'info');
-    if (sessionPresent) return;
-    const filters = subscriptionFilters(this.row);
-    // QoS 1 at most: MQTT.js acknowledges QoS 2 differently, and readings are idempotent anyway.
-    this.client?.subscribe(filters, { qos: 1 }, (err, granted) => {
-      if (err) {
-        this.report('error', `subscribe failed: ${describeError(err)}`, 'error', 'error');
+    // Every connect: a kept session may still lack filters added, or hold filters removed, while
+    // we were away (or before this process started); a new one holds nothing yet.
+    this.subscriptions.connected(sessionPresent, this.row.protocolVersion);
+    this.syncAttempt = 0;
+    this.requestSync();
+  }
+
+  private requestSync(): void {
+    clearTimeout(this.syncTimer);
+    void this.syncs.run();
+  }
+
+  private async syncOnce(): Promise<void> {
+    const client = this.client;
+    if (!client || !this.connected || this.stopping) return;
+    const wanted = subscriptionFilters(this.row);
+    try {
+      // QoS 1 at most: MQTT.js acknowledges QoS 2 differently, and readings are idempotent anyway.
+      const change = await this.subscriptions.sync(client, wanted, this.row.protocolVersion);
+      if (change) this.reportChange(change);
+      if (!this.subscriptions.needsSync(wanted)) {
+        this.syncAttempt = 0;
         return;
       }
-      const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
-      if (refused.length > 0) this.report('connected', `broker refused subscriptions: ${refused.join(', ')}`, 'subscribe', 'warn');
-      else this.report('connected', `subscribed to ${filters.join(', ')}`, 'subscribe', 'info');
-    });
+    } catch (err) {
+      // The connection went away: its next CONNACK syncs again.
+      if (!this.connected || this.stopping) return;
+      this.log.warn({ err: coerceError(err) }, 'could not update the subscriptions (is the database reachable?)');
+    }
+    // The database refused the record a SUBSCRIBE must wait for, or the last write: try again.
+    const delay = backoffDelay(this.syncAttempt++, { maxMs: this.deps.options.reconnectMaxMs });
+    this.syncTimer = setTimeout(() => this.requestSync(), delay);
+  }
+
+  /** A row in the connection log for every change; renewals alone (every reconnect) only in the debug log. */
+  private reportChange(change: SubscriptionChange): void {
+    const { subscribed, renewed, unsubscribed, refused, keptByBroker } = change;
+    if (subscribed.length + unsubscribed.length + refused.length + keptByBroker.length === 0) {
+      this.log.debug({ renewed }, 'subscriptions renewed');
+      return;
+    }
+    const parts = [];
+    if (subscribed.length > 0) parts.push(`subscribed to ${subscribed.join(', ')}`);
+    if (unsubscribed.length > 0) parts.push(`unsubscribed from ${unsubscribed.join(', ')}`);
+    if (renewed.length > 0) parts.push(`renewed ${renewed.join(', ')}`);
+    if (refused.length > 0) parts.push(`the broker refused ${refused.map(describeCode).join(', ')}`);
+    if (keptByBroker.length > 0) parts.push(`the broker refused to unsubscribe ${keptByBroker.map(describeCode).join(', ')}`);
+    const failed = refused.length > 0 || keptByBroker.length > 0;
+    this.report('connected', parts.join('; '), 'subscribe', failed ? 'warn' : 'info');
   }
 
   private onClose(): void {

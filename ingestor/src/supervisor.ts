@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { BrokerSession, type SessionDeps } from './broker-session.ts';
 import { settingsFingerprint } from './broker-options.ts';
+import { BrokerSubscriptions } from './broker-subscriptions.ts';
 import type { Db } from './db.ts';
-import { loadActiveConnections, loadActivePatterns } from './sql/connections.ts';
+import { loadActiveConnections, loadActivePatterns, recordSessionFilters, type ConnectionRow } from './sql/connections.ts';
 
 export interface SupervisorEvents {
   reconciled: [{ started: string[]; stopped: string[]; restarted: string[] }];
@@ -11,8 +12,8 @@ export interface SupervisorEvents {
 /**
  * Keeps one BrokerSession per `mqtt_connection` row with `is_active = true`: the table is the
  * truth, `reconcile()` makes the live sessions match it (connect missing, end deactivated or
- * deleted, restart on changed settings or secrets, swap changed topic patterns in place). It is
- * idempotent; the control loop makes sure only one runs at a time.
+ * deleted, restart on changed settings or secrets; changed topic patterns, filters and share
+ * group are applied in place). It is idempotent; the control loop makes sure only one runs at a time.
  */
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   private readonly sessions = new Map<string, BrokerSession>();
@@ -53,7 +54,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       const existing = this.sessions.get(row.id);
       const rowPatterns = patterns.get(row.id) ?? [];
       if (existing && existing.fingerprint === settingsFingerprint(row)) {
-        existing.updatePatterns(rowPatterns);
+        existing.update(row, rowPatterns);
         continue;
       }
       if (existing) {
@@ -62,11 +63,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       } else {
         started.push(row.id);
       }
-      const session = new BrokerSession(row, rowPatterns, this.deps);
+      // A restarted session takes over what its predecessor knew of the broker session, which is
+      // newer than the row's session_filters when a write of it is still under way.
+      const subscriptions = existing?.subscriptions.forNewClient() ?? this.subscriptionsOf(row);
+      const session = new BrokerSession(row, rowPatterns, this.deps, subscriptions);
       this.sessions.set(row.id, session);
       session.start();
     }
     this.emit('reconciled', { started, stopped, restarted });
+  }
+
+  private subscriptionsOf(row: ConnectionRow): BrokerSubscriptions {
+    return new BrokerSubscriptions(row.sessionFilters, (filters) => recordSessionFilters(this.sql, row.id, filters));
   }
 
   /** Stops reading from every broker (shutdown, first step). */

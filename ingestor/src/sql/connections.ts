@@ -17,6 +17,8 @@ export interface ConnectionRow {
   sessionExpiryS: number;
   keepaliveS: number;
   subscribeFilters: string[];
+  /** What the broker session may hold, as recorded by the ingestor (`$share/…` prefix included). */
+  sessionFilters: string[];
   rejectUnauthorized: boolean;
   shareGroup: string | null;
   password: string | null;
@@ -30,7 +32,7 @@ export async function loadActiveConnections(sql: Db): Promise<ConnectionRow[]> {
     select c.id::text as id, c.site_id::text as "siteId", s.slug as "siteSlug", c.host, c.port, c.protocol,
            c.ws_path as "wsPath", c.protocol_version as "protocolVersion", c.username, c.client_id as "clientId",
            c.clean_start as "cleanStart", c.session_expiry_s as "sessionExpiryS", c.keepalive_s as "keepaliveS",
-           c.subscribe_filters as "subscribeFilters", c.reject_unauthorized as "rejectUnauthorized",
+           c.subscribe_filters as "subscribeFilters", c.session_filters as "sessionFilters", c.reject_unauthorized as "rejectUnauthorized",
            c.share_group as "shareGroup", x.password, x.client_cert as "clientCert", x.client_key as "clientKey",
            x.ca_cert as "caCert"
     from mqtt_connection c
@@ -38,6 +40,14 @@ export async function loadActiveConnections(sql: Db): Promise<ConnectionRow[]> {
     left join mqtt_connection_secret x on x.connection_id = c.id
     where c.is_active
     order by c.id`;
+}
+
+/**
+ * Records what the broker session may hold. session_filters is in no NOTIFY trigger's column
+ * list, so this does not wake the control loop.
+ */
+export async function recordSessionFilters(sql: Db, connectionId: string, filters: string[]): Promise<void> {
+  await sql`update mqtt_connection set session_filters = ${filters}::text[] where id = ${connectionId}`;
 }
 
 /** Active patterns of the given connections, by connection id. */
