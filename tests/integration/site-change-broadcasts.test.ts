@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import pino from 'pino';
 import { createClient, type RealtimeChannel, type SupabaseClient } from '@supabase/supabase-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getFreePort, startRealtimeServer, type RealtimeServer } from '@bfg/local';
+import { SiteChangeBroadcaster } from '../../ingestor/src/site-change-broadcaster.ts';
 import { newUser } from '../support/claims.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { addMember, newDeviceTree, newSite } from '../support/factories.ts';
@@ -152,5 +154,51 @@ describe('site change broadcasts through the ingestor', () => {
     expect(value).toBeGreaterThan(20);
     expect(sent.length).toBeLessThanOrEqual(1 + elapsedS * RATE);
     expect(sent.every((m) => m.event === 'changes')).toBe(true);
+  });
+});
+
+describe('SiteChangeBroadcaster on its own', () => {
+  /** A database of its own, so the ingestor above does not flush for it. */
+  async function withBroadcaster(options: { maxRatePerSite: number; sweepMs?: number }, run: (own: TestDatabase, broadcaster: SiteChangeBroadcaster) => Promise<void>) {
+    const own = await createTestDatabase();
+    const broadcaster = new SiteChangeBroadcaster(own.sql, pino({ level: 'silent' }), options);
+    try {
+      await broadcaster.start();
+      await run(own, broadcaster);
+    } finally {
+      await broadcaster.stop();
+      await own.drop();
+    }
+  }
+  const sentValues = async (sql: TestDatabase['sql'], siteId: string) =>
+    (await sql<{ payload: unknown }[]>`select payload from realtime.messages where topic = ${`site:${siteId}`} order by inserted_at, id`)
+      .map((m) => siteChanges.parse(m.payload).sensors.map((s) => s.last_value));
+
+  it('sends, when it stops, what was written right after its last message', async () => {
+    await withBroadcaster({ maxRatePerSite: 2 }, async (own, broadcaster) => {
+      const site = await newSite(own.sql);
+      const tree = await newDeviceTree(own.sql, site.id);
+      await own.sql`update sensor set last_value = 1 where id = ${tree.sensorId}`;
+      await waitFor('value 1 to be sent', () => sentValues(own.sql, site.id), { accept: (v) => v.flat().includes(1) });
+      // Within the interval: held for the next message, which stop() must not skip.
+      await own.sql`update sensor set last_value = 2 where id = ${tree.sensorId}`;
+      await broadcaster.stop();
+      expect((await sentValues(own.sql, site.id)).at(-1)).toEqual([2]);
+      expect(await own.sql`select * from private.site_change_outbox`).toEqual([]);
+    });
+  });
+
+  it('sends a change whose notification never came on its sweep', async () => {
+    await withBroadcaster({ maxRatePerSite: 4, sweepMs: 200 }, async (own) => {
+      const site = await newSite(own.sql);
+      const tree = await newDeviceTree(own.sql, site.id);
+      await waitFor('the devices to be sent', async () => (await own.sql`select 1 from private.site_change_outbox`).length === 0);
+      // An entry recorded without its NOTIFY, as when the LISTEN connection was down.
+      await own.sql`alter table public.sensor disable trigger sensor_record_update`;
+      await own.sql`update sensor set last_value = 7 where id = ${tree.sensorId}`;
+      await own.sql`alter table public.sensor enable trigger sensor_record_update`;
+      await own.sql`insert into private.site_change_outbox (site_id, entity, entity_id) values (${site.id}, 'sensor', ${tree.sensorId})`;
+      await waitFor('the sweep to send it', () => sentValues(own.sql, site.id), { accept: (v) => v.at(-1)?.[0] === 7 });
+    });
   });
 });
