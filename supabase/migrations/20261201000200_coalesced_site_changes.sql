@@ -21,7 +21,8 @@
 --      clock and says when the next pending site is due. A first change after a quiet period goes
 --      out at once; changes within the interval wait for the next message, which carries their
 --      latest state. So a site gets at most 1000 / min_interval_ms messages a second, however fast
---      its devices report.
+--      its devices report (a site with more than 200 changed entries in one interval gets its
+--      message split, see below).
 --
 -- The message: event `changes` on the private topic `site:<id>` (Realtime Authorization: the
 -- site's members and admins; policy in 20261127000600_realtime.sql). Payload, validated with zod by
