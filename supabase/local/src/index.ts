@@ -6,7 +6,8 @@ export { migrate, listMigrations, type MigrateOptions, type MigrateResult } from
 export { schemaPaths, repoRoot, type SchemaPaths } from './paths.ts';
 export { getFreePort, isPortFree } from './port.ts';
 export { startDemoBroker, type DemoBroker, type DemoBrokerOptions } from './demo-broker.ts';
-export { startRealtimeServer, type RealtimeServer, type RealtimeServerOptions } from './realtime/server.ts';
+export { startRealtimeServer, DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS, type RealtimeServer, type RealtimeServerOptions } from './realtime/server.ts';
+export type { SessionLimits as RealtimeLimits } from './realtime/socket-session.ts';
 export { hashPassword, verifyPassword } from './auth/passwords.ts';
 export { addUser, newUserSchema, type NewUser } from './auth/users.ts';
 export { mintAccessToken, mintAnonKey, type TokenUser } from './auth/tokens.ts';

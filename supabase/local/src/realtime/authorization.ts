@@ -3,6 +3,15 @@ import type { Claims } from './jwt.ts';
 
 const ROLLBACK = Symbol('rollback');
 
+/**
+ * As Realtime's RlsPolicyError: an error the policies raise (a role that does not exist, a
+ * failing policy function) means "not allowed"; only losing the database is an error.
+ */
+function isPolicyError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57|53)/.test(code);
+}
+
 /** Runs `fn` as the claims' role with their JWT claims and `realtime.topic` set; always rolled back. */
 async function asTopicUser<T>(sql: Sql, claims: Claims, subTopic: string, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
   let result: T | undefined;
@@ -42,7 +51,9 @@ export async function canReadTopic(sql: Sql, claims: Claims, subTopic: string): 
       throw ROLLBACK;
     });
   } catch (err) {
-    if (err !== ROLLBACK) throw err;
+    if (err === ROLLBACK) return allowed;
+    if (isPolicyError(err)) return false;
+    throw err;
   }
   return allowed;
 }
@@ -59,7 +70,7 @@ export async function canWriteTopic(sql: Sql, claims: Claims, subTopic: string):
       return true;
     });
   } catch (err) {
-    if ((err as { code?: string }).code === '42501') return false;
+    if (isPolicyError(err)) return false;
     throw err;
   }
 }

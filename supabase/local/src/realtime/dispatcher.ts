@@ -33,6 +33,8 @@ const HIGH_WATER = 10_000;
 const LOW_WATER = 2_000;
 /** Changes handled per round: one RLS check per distinct claims per table per round. */
 const ROUND_CHANGES = 2_000;
+/** Longest stretch of sending before the dispatcher yields to the event loop. */
+const SLICE_MS = 10;
 /** Realtime's poll_max_record_bytes: larger records keep only their small fields, with an error. */
 const MAX_RECORD_BYTES = 1_048_576;
 const SMALL_FIELD_BYTES = 64;
@@ -108,6 +110,9 @@ export class ChangeDispatcher {
       const lsn = round.findLast((b) => b.lsn !== null)?.lsn;
       if (lsn) this.deps.confirm(lsn);
       if (this.queued < LOW_WATER) for (const wake of this.roomWaiters.splice(0)) wake();
+      // Let sockets flush and read between rounds: a round without RLS checks awaits nothing
+      // real, and a burst would otherwise go out in one go, starving heartbeats and readers.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -161,7 +166,13 @@ export class ChangeDispatcher {
       visible.set(claimsKey, byPlan);
     }));
 
+    let slice = Date.now();
     for (const plan of plans) {
+      // Time-sliced: sockets flush and read (and heartbeats get answered) while a round goes out.
+      if (Date.now() - slice >= SLICE_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        slice = Date.now();
+      }
       if (!isPlanned(plan)) {
         this.broadcastFromDatabase(plan);
         continue;

@@ -235,7 +235,7 @@ export class SocketSession {
         allowed = await this.host.canReadTopic(claims, subTopic);
       } catch (err) {
         this.host.log(`realtime: authorization of ${subTopic} failed: ${String(err)}`);
-        this.reply(message, 'error', { reason: 'Unknown Error on Channel' });
+        this.reply(message, 'error', { reason: 'Realtime was unable to connect to the project database' });
         return;
       }
       if (!allowed) {
