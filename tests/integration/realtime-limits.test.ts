@@ -95,6 +95,7 @@ describe('bounded resources', () => {
       raw.send(JSON.stringify(['1', null, `realtime:${topic}`, 'broadcast', { type: 'broadcast', event: 'spam', payload: { i } }]));
     }
     const shutdown = await waitFor('the shutdown message', () => frames.find((f) => f[3] === 'system'));
+    if (!shutdown) throw new Error('unreachable: waitFor returned no frame');
     expect(shutdown[4]).toEqual({ extension: 'system', status: 'error', message: 'Too many messages per second', channel: topic });
     await waitFor('phx_close', () => frames.some((f) => f[3] === 'phx_close'));
     // The listener on another socket keeps its channel.
