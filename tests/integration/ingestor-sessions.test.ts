@@ -217,4 +217,22 @@ describe('BrokerSubscriptions', () => {
     expect(records).toEqual([['new/#', 'old/#'], ['new/#']]);
     expect(subscriptions.needsSync(['new/#'])).toBe(false);
   });
+
+  it('forgets the recorded filters, without an UNSUBSCRIBE, when the broker has no session for us', async () => {
+    const client = await connectClient(mosquitto.url, { protocolVersion: 5 });
+    cleanups.push(() => client.endAsync(true));
+    const records: string[][] = [];
+    const subscriptions = new BrokerSubscriptions(['old/#', 'kept/#'], (filters) => {
+      records.push(filters);
+      return Promise.resolve();
+    });
+    const sent: string[] = [];
+    client.on('packetsend', (packet) => sent.push(packet.cmd));
+
+    subscriptions.connected(false, 5);
+    const change = await subscriptions.sync(client, ['kept/#'], 5);
+    expect(change).toEqual({ subscribed: ['kept/#'], renewed: [], unsubscribed: [], refused: [], keptByBroker: [] });
+    expect(sent.filter((cmd) => cmd.endsWith('subscribe'))).toEqual(['subscribe']);
+    expect(records).toEqual([['kept/#']]);
+  });
 });
