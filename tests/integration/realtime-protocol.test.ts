@@ -241,11 +241,13 @@ describe('changes from Postgres through the local Realtime server', () => {
     const member = await client(await userToken({ member: site.id }));
     const got = inbox<Record<string, unknown>>();
     const channel = member.channel(`site:${site.id}`, { config: { private: true } })
-      .on('broadcast', { event: 'gateway_changed' }, (m) => got.push(m));
+      .on('broadcast', { event: 'changes' }, (m) => got.push(m));
     expect(await subscribe(channel)).toEqual({ status: 'SUBSCRIBED' });
     await db.sql`insert into gateway (site_id, ident, online) values (${site.id}, 'gw-live', true)`;
+    // The ingestor's broadcaster sends what changed (see site-change-broadcasts.test.ts); here by hand.
+    await db.sql`select private.send_site_changes(250)`;
     const message = await got.next();
-    expect(message).toMatchObject({ type: 'broadcast', event: 'gateway_changed', payload: { table: 'gateway', op: 'INSERT' } });
-    expect((message['payload'] as { rows: { ident: string }[] }).rows.map((r) => r.ident)).toEqual(['gw-live']);
+    expect(message).toMatchObject({ type: 'broadcast', event: 'changes', meta: { id: expect.any(String) as unknown } });
+    expect((message['payload'] as { gateways: { ident: string }[] }).gateways.map((r) => r.ident)).toEqual(['gw-live']);
   });
 });

@@ -286,8 +286,8 @@ describe('site change broadcasts', () => {
             seen.set(key, (seen.get(key) ?? 0) + 1);
           }
         }
-        const last = messages.at(-1)!;
-        expect(last.payload.sensors.map((s) => s.last_value), `last message of site ${site.id}`).toEqual(last.payload.sensors.map(() => STEPS));
+        // (Which message is last cannot be told from realtime.messages: inserted_at is each
+        // flusher's transaction start, not its commit. Clients get them in commit order.)
       }
       expect([...seen].filter(([, n]) => n > 1), 'states sent more than once').toEqual([]);
       expect(await db.sql`select * from private.site_change_outbox where site_id in ${db.sql(siteIds)}`).toEqual([]);

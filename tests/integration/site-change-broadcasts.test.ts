@@ -72,13 +72,15 @@ async function messagesOf(siteId: string) {
 }
 
 /**
- * Waits until the site's devices have been sent (a message is on its topic) and nothing more for
- * an interval, so that its next change is "the first after a quiet period".
+ * Waits until the site's devices have been sent (a message is on its topic, nothing is pending in
+ * the outbox) and nothing more for an interval, so that its next change is "the first after a
+ * quiet period".
  */
 async function quiet(siteId: string): Promise<void> {
   await waitFor(`site ${siteId} to be quiet`, async () => {
     const [row] = await db.sql<{ quiet: boolean | null }[]>`
-      select max(inserted_at)::timestamptz <= clock_timestamp() - make_interval(secs => ${INTERVAL_MS / 1000}) as quiet
+      select max(inserted_at)::timestamptz <= clock_timestamp() - make_interval(secs => ${INTERVAL_MS / 1000})
+             and not exists (select 1 from private.site_change_outbox where site_id = ${siteId}) as quiet
       from realtime.messages where topic = ${`site:${siteId}`}`;
     return row!.quiet === true;
   });
@@ -129,8 +131,9 @@ describe('site change broadcasts through the ingestor', () => {
       const message = (await waitFor('the change to be sent', async () => (await messagesOf(site.id))[before]))!;
       expect(message.event).toBe('changes');
       expect(siteChanges.parse(message.payload).gateways).toMatchObject([{ online }]);
-      // Not held back for the interval: sent when the commit's notification arrived.
-      expect(message.at - write!.at, 'commit → sent (ms)').toBeLessThan(INTERVAL_MS / 2);
+      // Sent when the commit's notification arrived, not by the sweep (every 5 s): the bound is
+      // loose on purpose (a loaded CI machine), the latency itself is measured by bench:site-realtime.
+      expect(message.at - write!.at, 'commit → sent (ms)').toBeLessThan(2_000);
     }
   });
 

@@ -128,10 +128,18 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
       if (set.size === 0) audiences.delete(key);
     },
     async subscribePostgresChanges(channel) {
-      subscriptions.unsubscribe(channel.subscriptions as Subscription<Subscriber>[]);
-      channel.subscriptions = [];
+      // The new subscriptions are in place before the old ones go, so a re-subscribe with new
+      // claims loses no change (one matched by both still makes one frame per channel). Of
+      // overlapping calls (join, then a token refresh) the latest wins; a stale result is dropped.
+      const generation = ++channel.subscribeGeneration;
       const params = channel.bindings.map(({ id: _id, ...rest }) => rest as Record<string, unknown>);
       const result = await subscriptions.subscribe(channel, channel.claims.role, params, channel.bindings.map((b) => b.id));
+      if (generation !== channel.subscribeGeneration) {
+        if (result.ok) subscriptions.unsubscribe(result.subscriptions);
+        return result.ok ? null : result.message;
+      }
+      subscriptions.unsubscribe(channel.subscriptions as Subscription<Subscriber>[]);
+      channel.subscriptions = [];
       if (!result.ok) return result.message;
       if (channel.open) channel.subscriptions = result.subscriptions;
       else subscriptions.unsubscribe(result.subscriptions);

@@ -32,11 +32,15 @@ export class JoinedChannel implements Subscriber {
   canWrite: Promise<boolean> | undefined;
   /** postgres_changes subscriptions registered for the channel (removed when it closes). */
   subscriptions: unknown[] = [];
+  /** Bumped by every (re)subscription, so that only the latest of overlapping ones is kept. */
+  subscribeGeneration = 0;
   readonly session: SocketSession;
   readonly topic: string;
   readonly subTopic: string;
   readonly joinRef: string;
   claims: Claims;
+  /** The JWT the claims came from (the apikey's when the join carried none). */
+  token: string | undefined;
   readonly isPrivate: boolean;
   /** Receive own broadcasts (config.broadcast.self). */
   readonly self: boolean;
@@ -47,12 +51,13 @@ export class JoinedChannel implements Subscriber {
   /** The bindings as the client sent them, each with its id (the join reply echoes them). */
   readonly bindings: Binding[];
 
-  constructor(init: Omit<JoinedChannel, 'open' | 'canWrite' | 'subscriptions' | 'send'>) {
+  constructor(init: Omit<JoinedChannel, 'open' | 'canWrite' | 'subscriptions' | 'subscribeGeneration' | 'send'>) {
     this.session = init.session;
     this.topic = init.topic;
     this.subTopic = init.subTopic;
     this.joinRef = init.joinRef;
     this.claims = init.claims;
+    this.token = init.token;
     this.isPrivate = init.isPrivate;
     this.self = init.self;
     this.ack = init.ack;
@@ -251,6 +256,7 @@ export class SocketSession {
       subTopic,
       joinRef: message.joinRef ?? message.ref ?? '',
       claims,
+      token,
       isPrivate,
       self: broadcast['self'] === true,
       ack: broadcast['ack'] === true,
@@ -345,11 +351,14 @@ export class SocketSession {
     if (channel.ack) this.reply(message, 'ok', {});
   }
 
-  /** No reply (as Realtime); a token that no longer passes closes the channel with a system error. */
+  /**
+   * No reply (as Realtime); a token that no longer passes closes the channel with a system error.
+   * As Realtime, the token the channel already has is ignored (clients resend it after joining).
+   */
   private async refreshToken(message: PhoenixMessage): Promise<void> {
     const channel = this.channels.get(message.topic);
     const token = message.payload['access_token'];
-    if (!channel || typeof token !== 'string' || token.startsWith('sb_')) return;
+    if (!channel || typeof token !== 'string' || token.startsWith('sb_') || token === channel.token) return;
     const verified = await verifyJwt(token, this.host.jwtSecret);
     if (!verified.ok) {
       this.systemError(channel, verified.message);
@@ -367,6 +376,7 @@ export class SocketSession {
       return;
     }
     channel.claims = verified.claims;
+    channel.token = token;
     channel.canWrite = undefined;
     this.scheduleExpiry(channel);
     // Realtime re-subscribes postgres_changes with the new claims and says so again.
