@@ -3,7 +3,8 @@
  * `npm run bench:realtime`: the local Realtime server under load. N supabase-js clients join one
  * channel following INSERTs on a table; a writer inserts rows at each steady rate; each callback
  * measures commit → callback latency from the row's `sent_at` (clock_timestamp() at insert; same
- * machine clock). Runs without RLS (anon may read the table) and with RLS (a policy per row, the
+ * machine clock; the writer runs in a process of its own, so its pace does not depend on the
+ * clients' event loop). Runs without RLS (anon may read the table) and with RLS (a policy per row, the
  * clients signed in as one user, or with `--claims distinct` each as its own: the server checks
  * RLS once per distinct set of claims per round of changes). The server runs in its own process: the figures include its peak RSS and how
  * many sockets it closed for reading too slowly (those clients were told, not silently starved).
@@ -38,7 +39,9 @@ const RLS_MODES = values.rls.split(',').map((v) => v === 'true');
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 async function startServer(url: string, secret: string) {
-  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'realtime-server-process.ts')], {
+  // BFG_BENCH_PROFILE=<dir>: the server writes a CPU profile there (node --cpu-prof) when it exits.
+  const profile = process.env['BFG_BENCH_PROFILE'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BFG_BENCH_PROFILE']}`] : [];
+  const child = spawn(process.execPath, [...profile, path.join(import.meta.dirname, 'realtime-server-process.ts')], {
     env: { ...process.env, DATABASE_URL: url, BFG_JWT_SECRET: secret }, stdio: ['ignore', 'pipe', 'inherit'],
   });
   let peakRss = 0;
@@ -81,6 +84,19 @@ async function startServer(url: string, secret: string) {
       return stats;
     },
   };
+}
+
+/** Inserts at `rate` rows/s for `seconds` from a process of its own; resolves with the rate reached. */
+async function runWriter(url: string, table: string, rate: number, seconds: number): Promise<number> {
+  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'realtime-writer.ts'), url, table, String(rate), String(seconds)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const reached = /reached ([\d.]+)/.exec(out);
+  if (code !== 0 || !reached) throw new Error(`the writer failed (exit ${code}): ${out}`);
+  return Number(reached[1]);
 }
 
 async function main(): Promise<void> {
@@ -138,13 +154,7 @@ async function main(): Promise<void> {
         server.resetPeak();
         const total = rate * SECONDS;
         const started = performance.now();
-        for (let i = 0; i < total; i++) {
-          await sql.unsafe(`insert into public.${table} (n) values (${i})`);
-          const due = started + ((i + 1) * 1000) / rate;
-          const wait = due - performance.now();
-          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-        }
-        const reached = total / ((performance.now() - started) / 1000);
+        const reached = await runWriter(url, table, rate, SECONDS);
         const expected = total * CLIENTS;
         const deadline = Date.now() + 60_000;
         while (latencies.length < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));

@@ -10,6 +10,8 @@ import { typeName, walValue, type TypeInfo } from './wal-values.ts';
 export interface Subscriber {
   readonly topic: string;
   readonly claims: Claims;
+  /** `claims` as a string, computed once per claims (the key of shared RLS lookups). */
+  readonly claimsKey: string;
   readonly isPrivate: boolean;
   /** False once the channel left or closed: nothing more is sent to it. */
   readonly open: boolean;
@@ -147,25 +149,34 @@ export class ChangeDispatcher {
     // Which columns each role may select, and which rows each set of claims can see.
     const columnsOf = new Map<string, Set<string>>();
     const visible = new Map<string, Map<Planned, boolean>>();
-    const checks = new Map<string, { claims: Claims; tables: Map<number, { table: CheckedTable; keys: string[][]; plans: Planned[] }> }>();
+    const checks = new Map<string, { claims: Claims; tables: Map<number, { table: CheckedTable; keys: string[][]; plans: Planned[]; listed: Set<Planned> }> }>();
     for (const plan of plans) {
       if (!isPlanned(plan)) continue;
+      let lastRole: string | undefined;
+      let keySelectable = false;
       for (const subscriber of plan.matches.keys()) {
         const role = subscriber.claims.role;
-        const columnsKey: string = `${role}\u0000${plan.change.relation.oid}`;
-        if (!columnsOf.has(columnsKey)) columnsOf.set(columnsKey, await this.deps.rowAccess.selectableColumns(role, plan.change.relation.oid));
-        if (!plan.rls || !plan.primaryKey.every((k) => columnsOf.get(columnsKey)!.has(k))) continue;
-        const claimsKey = JSON.stringify(subscriber.claims);
+        if (role !== lastRole) {
+          lastRole = role;
+          const columnsKey: string = `${role}\u0000${plan.change.relation.oid}`;
+          if (!columnsOf.has(columnsKey)) columnsOf.set(columnsKey, await this.deps.rowAccess.selectableColumns(role, plan.change.relation.oid));
+          const columns = columnsOf.get(columnsKey)!;
+          keySelectable = plan.primaryKey.every((k) => columns.has(k));
+        }
+        if (!plan.rls || !keySelectable) continue;
+        const claimsKey = subscriber.claimsKey;
         let check = checks.get(claimsKey);
         if (!check) checks.set(claimsKey, (check = { claims: subscriber.claims, tables: new Map() }));
         const relation: Change['relation'] = plan.change.relation;
         let table = check.tables.get(relation.oid);
         if (!table) {
           check.tables.set(relation.oid, (table = {
-            table: { oid: relation.oid, schema: relation.schema, table: relation.table, primaryKey: plan.primaryKey }, keys: [], plans: [],
+            table: { oid: relation.oid, schema: relation.schema, table: relation.table, primaryKey: plan.primaryKey }, keys: [], plans: [], listed: new Set(),
           }));
         }
-        if (!table.plans.includes(plan)) {
+        // Subscribers sharing claims share the lookup: each change is listed once per claims.
+        if (!table.listed.has(plan)) {
+          table.listed.add(plan);
           table.plans.push(plan);
           table.keys.push(plan.keyText);
         }
@@ -192,19 +203,21 @@ export class ChangeDispatcher {
       }
       // Subscribers of one role with the same matching ids share one payload object, so the
       // sessions encode it once per topic and protocol version (see serializer.encodeShared).
-      const dataByRole = new Map<string, Row>();
-      const payloads = new Map<string, Row>();
+      const byRole = new Map<string, { columns: Set<string>; keyVisible: boolean; data: Row | undefined; payloads: Map<string, Row> }>();
       for (const [subscriber, ids] of plan.matches) {
         if (!subscriber.open) continue;
         const role = subscriber.claims.role;
-        const columns = columnsOf.get(`${role}\u0000${plan.change.relation.oid}`)!;
-        const keyVisible = plan.primaryKey.length > 0 && plan.primaryKey.every((k) => columns.has(k));
-        if (plan.rls && keyVisible && !visible.get(JSON.stringify(subscriber.claims))?.get(plan)) continue;
-        let data = dataByRole.get(role);
-        if (!data) dataByRole.set(role, (data = this.payload(plan, columns, keyVisible)));
-        const payloadKey = `${role}\u0000${ids.join(',')}`;
-        let payload = payloads.get(payloadKey);
-        if (!payload) payloads.set(payloadKey, (payload = { ids, data }));
+        let shape = byRole.get(role);
+        if (!shape) {
+          const columns = columnsOf.get(`${role}\u0000${plan.change.relation.oid}`)!;
+          shape = { columns, keyVisible: plan.primaryKey.length > 0 && plan.primaryKey.every((k) => columns.has(k)), data: undefined, payloads: new Map() };
+          byRole.set(role, shape);
+        }
+        if (plan.rls && shape.keyVisible && !visible.get(subscriber.claimsKey)?.get(plan)) continue;
+        shape.data ??= this.payload(plan, shape.columns, shape.keyVisible);
+        const idsKey = ids.length === 1 ? String(ids[0]) : ids.join(',');
+        let payload = shape.payloads.get(idsKey);
+        if (!payload) shape.payloads.set(idsKey, (payload = { ids, data: shape.data }));
         subscriber.send('postgres_changes', payload);
         this.totals.frames += 1;
       }
