@@ -83,6 +83,8 @@ function trackedTimers(): Timers & { pending(): number; delays: number[] } {
 type Options = Omit<ChannelLifecycleOptions<RawMessage>, 'client' | 'parse' | 'apply' | 'reload' | 'onStatus'> & {
   /** Reloads wait for `release()` (to see what happens while one runs). */
   holdReloads?: boolean;
+  /** The first this many reloads fail (the snapshot query failed). */
+  failReloads?: number;
   onStatus?: (status: LiveStatus) => void;
 };
 
@@ -115,6 +117,10 @@ function watch(client: SupabaseClient, options: Options) {
       reloads++;
       events.push('reload');
       if (options.holdReloads) await new Promise<void>((resolve) => held.push(resolve));
+      if (reloads <= (options.failReloads ?? 0)) {
+        events.push('reload failed');
+        throw new Error('the snapshot query failed');
+      }
       events.push('reloaded');
     },
     onStatus: (status) => {
@@ -169,11 +175,27 @@ describe('live channel lifecycle', () => {
 
     join.push('system', pgOk(join));
     await waitFor('the reload', () => live.reloads === 1);
-    expect(live.lifecycle.status).toBe('live');
+    // Live once the reload is done, not before: until then the snapshot is older than the gap.
+    expect(live.lifecycle.status).toBe('connecting');
     expect(live.applied).toEqual([]);
     live.release();
     await waitFor('the kept change', () => live.applied.length === 1);
+    expect(live.lifecycle.status).toBe('live');
     expect(live.events).toEqual(['reload', 'reloaded', 'apply 1']);
+  });
+
+  it('stays reconnecting while the reload fails, retries it with backoff, and goes live when it succeeds', async () => {
+    const topic = `lc-${randomUUID()}`;
+    const client = clientFor(fake.url, () => anonKey);
+    const live = watch(client, { topic, postgresChanges: [{ table: 'site' }], failReloads: 2, rejoin: { initialMs: 50, maxMs: 200 } });
+    const join = await joined(client, topic);
+    join.push('system', pgOk(join));
+    join.fastlane('postgres_changes', siteInsert(1));
+    await waitFor('the first failed reload', () => live.events.includes('reload failed'));
+    expect(live.lifecycle.status).toBe('reconnecting');
+    expect(live.applied).toEqual([]);
+    await waitFor('the page to be live', () => live.lifecycle.status === 'live');
+    expect(live.events).toEqual(['reload', 'reload failed', 'reload', 'reload failed', 'reload', 'reloaded', 'apply 1']);
   });
 
   it('reloads again when the feed is subscribed again without a new SUBSCRIBED', async () => {
@@ -190,7 +212,8 @@ describe('live channel lifecycle', () => {
     await waitFor('the second reload', () => live.reloads === 2);
     expect(channelOf(client, topic)).toBe(channel);
     expect(channel?.joinPush.ref).toBe(join.joinRef);
-    expect(live.lifecycle.status).toBe('live');
+    // Live once the reload is done, not before: until then the snapshot is older than the gap.
+    await waitFor('the page to be live', () => live.lifecycle.status === 'live');
   });
 
   it('rejoins a channel the server closed at token expiry, after a backoff, with the fresh token', async () => {
@@ -318,7 +341,8 @@ describe('live channel lifecycle', () => {
     join.push('system', replicationOk(join));
     await waitFor('the reload and the kept broadcast', () => live.applied.length === 1);
     expect(live.events).toEqual(['reload', 'reloaded', 'apply 1']);
-    expect(live.lifecycle.status).toBe('live');
+    // Live once the reload is done, not before: until then the snapshot is older than the gap.
+    await waitFor('the page to be live', () => live.lifecycle.status === 'live');
   });
 
   it('goes live on the real server\'s replication signal and receives Broadcast from Database', async () => {

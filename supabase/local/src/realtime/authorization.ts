@@ -7,7 +7,7 @@ const ROLLBACK = Symbol('rollback');
  * As Realtime's RlsPolicyError: an error the policies raise (a role that does not exist, a
  * failing policy function) means "not allowed"; only losing the database is an error.
  */
-function isPolicyError(err: unknown): boolean {
+export function isPolicyError(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57|53)/.test(code);
 }

@@ -2,6 +2,7 @@ import type { Change, ChangeBatch } from './change-feed.ts';
 import { passesFilter } from './filters.ts';
 import type { Claims } from './jwt.ts';
 import type { TextTuple } from './pgoutput.ts';
+import { isPolicyError } from './authorization.ts';
 import type { CheckedTable, RowAccess } from './row-access.ts';
 import type { Subscription, SubscriptionIndex } from './subscriptions.ts';
 import { typeName, walValue, type TypeInfo } from './wal-values.ts';
@@ -27,6 +28,11 @@ export interface DispatcherDeps {
   types: ReadonlyMap<number, TypeInfo>;
   /** Everything up to this LSN was dispatched. */
   confirm(lsn: bigint): void;
+  /**
+   * Changes of a round could not be dispatched (the database failed under a lookup): the
+   * subscribers missed them and must be told to reload, as after a replication gap.
+   */
+  onLoss(reason: string): void;
   log(message: string): void;
 }
 
@@ -52,8 +58,19 @@ interface Planned {
   oldRecord: Row | null;
   /** Key values as text, for the RLS lookup. */
   keyText: string[];
+  /** The table has row level security (then a deleted row's old record is its key only). */
+  tableRls: boolean;
+  /** The row must be looked up as each subscriber (RLS, and not a DELETE). */
   rls: boolean;
-  matches: Map<Subscriber, number[]>;
+  matches: Map<Subscriber, Match>;
+}
+
+/** A subscriber's part in a change, with its claims as they were when the change was planned. */
+interface Match {
+  ids: number[];
+  role: string;
+  claims: Claims;
+  claimsKey: string;
 }
 
 /**
@@ -118,6 +135,7 @@ export class ChangeDispatcher {
         await this.dispatch(round.flatMap((b) => b.changes));
       } catch (err) {
         this.deps.log(`realtime: dispatch failed: ${String(err)}`);
+        this.deps.onLoss(`${size} changes could not be dispatched`);
       }
       this.queued -= size;
       this.totals.changes += size;
@@ -154,8 +172,7 @@ export class ChangeDispatcher {
       if (!isPlanned(plan)) continue;
       let lastRole: string | undefined;
       let keySelectable = false;
-      for (const subscriber of plan.matches.keys()) {
-        const role = subscriber.claims.role;
+      for (const { role, claims, claimsKey } of plan.matches.values()) {
         if (role !== lastRole) {
           lastRole = role;
           const columnsKey: string = `${role}\u0000${plan.change.relation.oid}`;
@@ -164,9 +181,8 @@ export class ChangeDispatcher {
           keySelectable = plan.primaryKey.every((k) => columns.has(k));
         }
         if (!plan.rls || !keySelectable) continue;
-        const claimsKey = subscriber.claimsKey;
         let check = checks.get(claimsKey);
-        if (!check) checks.set(claimsKey, (check = { claims: subscriber.claims, tables: new Map() }));
+        if (!check) checks.set(claimsKey, (check = { claims, tables: new Map() }));
         const relation: Change['relation'] = plan.change.relation;
         let table = check.tables.get(relation.oid);
         if (!table) {
@@ -184,7 +200,16 @@ export class ChangeDispatcher {
     }
     await Promise.all([...checks].map(async ([claimsKey, { claims, tables }]) => {
       const list = [...tables.values()];
-      const seen = await this.visibleWithRecheck(claims, list);
+      let seen: Set<number>[];
+      try {
+        seen = await this.visibleWithRecheck(claims, list);
+      } catch (err) {
+        // A policy that raises for these claims hides the rows from them alone (as Realtime's
+        // RlsPolicyError); losing the database fails the round (see drainQueue).
+        if (!isPolicyError(err)) throw err;
+        this.deps.log(`realtime: RLS lookup failed for role ${claims.role}: ${String(err)}`);
+        seen = list.map(() => new Set());
+      }
       const byPlan = new Map<Planned, boolean>();
       list.forEach((t, i) => t.plans.forEach((p, j) => byPlan.set(p, seen[i]!.has(j))));
       visible.set(claimsKey, byPlan);
@@ -204,16 +229,15 @@ export class ChangeDispatcher {
       // Subscribers of one role with the same matching ids share one payload object, so the
       // sessions encode it once per topic and protocol version (see serializer.encodeShared).
       const byRole = new Map<string, { columns: Set<string>; keyVisible: boolean; data: Row | undefined; payloads: Map<string, Row> }>();
-      for (const [subscriber, ids] of plan.matches) {
+      for (const [subscriber, { ids, role, claimsKey }] of plan.matches) {
         if (!subscriber.open) continue;
-        const role = subscriber.claims.role;
         let shape = byRole.get(role);
         if (!shape) {
           const columns = columnsOf.get(`${role}\u0000${plan.change.relation.oid}`)!;
           shape = { columns, keyVisible: plan.primaryKey.length > 0 && plan.primaryKey.every((k) => columns.has(k)), data: undefined, payloads: new Map() };
           byRole.set(role, shape);
         }
-        if (plan.rls && shape.keyVisible && !visible.get(subscriber.claimsKey)?.get(plan)) continue;
+        if (plan.rls && shape.keyVisible && !visible.get(claimsKey)?.get(plan)) continue;
         shape.data ??= this.payload(plan, shape.columns, shape.keyVisible);
         const idsKey = ids.length === 1 ? String(ids[0]) : ids.join(',');
         let payload = shape.payloads.get(idsKey);
@@ -255,9 +279,10 @@ export class ChangeDispatcher {
     }
     const source = change.type === 'DELETE' ? change.old?.tuple : change.tuple;
     const keyText = primaryKey.map((k) => String(source?.[columns.findIndex((c) => c.name === k)] ?? ''));
-    const rls = change.type !== 'DELETE' && primaryKey.length > 0 && (await this.deps.rowAccess.hasRowLevelSecurity(change.relation.oid));
+    const tableRls = await this.deps.rowAccess.hasRowLevelSecurity(change.relation.oid);
+    const rls = tableRls && change.type !== 'DELETE' && primaryKey.length > 0;
     const row = change.type === 'DELETE' ? oldRecord : record;
-    const matches = new Map<Subscriber, number[]>();
+    const matches = new Map<Subscriber, Match>();
     for (const s of subscriptions) {
       if (!s.owner.open) continue;
       if (s.event !== '*' && s.event !== change.type) continue;
@@ -265,14 +290,14 @@ export class ChangeDispatcher {
         if (!row || !(s.filter.column in row)) continue;
         if (!passesFilter(row[s.filter.column], s.table.columns.get(s.filter.column) ?? 'text', s.filter)) continue;
       }
-      const ids = matches.get(s.owner);
-      if (ids) {
-        if (!ids.includes(s.id)) ids.push(s.id);
+      const match = matches.get(s.owner);
+      if (match) {
+        if (!match.ids.includes(s.id)) match.ids.push(s.id);
       } else {
-        matches.set(s.owner, [s.id]);
+        matches.set(s.owner, { ids: [s.id], role: s.owner.claims.role, claims: s.owner.claims, claimsKey: s.owner.claimsKey });
       }
     }
-    return { change, primaryKey, record, oldRecord, keyText, rls, matches };
+    return { change, primaryKey, record, oldRecord, keyText, tableRls, rls, matches };
   }
 
   private toRow(change: Change, tuple: TextTuple, include: (index: number) => boolean): Row {
@@ -304,7 +329,7 @@ export class ChangeDispatcher {
     };
     let record = change.type === 'DELETE' ? null : pick(plan.record);
     // Under RLS a deleted row's old record is its primary key only (realtime.apply_rls).
-    let oldRecord = change.type === 'INSERT' ? null : pick(plan.oldRecord, change.type === 'DELETE' && plan.rls);
+    let oldRecord = change.type === 'INSERT' ? null : pick(plan.oldRecord, change.type === 'DELETE' && plan.tableRls);
     let errors: string[] | null = null;
     if (JSON.stringify([record, oldRecord]).length > MAX_RECORD_BYTES) {
       errors = ['Error 413: Payload Too Large'];

@@ -48,6 +48,20 @@ export function parseFilter(text: string | undefined): Filter | null | { error: 
   return { column, op: op as FilterOp, values: [raw] };
 }
 
+/**
+ * A time as Postgres reads it in a UTC session (Supabase's database time zone): text without a
+ * zone (a `timestamp` value, or a filter value) is UTC, not the server's local time.
+ */
+function instant(text: string): number {
+  const t = text.trim().replace(' ', 'T');
+  const zone = /(Z|([+-])(\d\d):?(\d\d)?)$/i.exec(t);
+  if (!t.includes('T')) return Date.parse(t);
+  if (!zone) return Date.parse(`${t}Z`);
+  if (zone[1]!.toUpperCase() === 'Z') return Date.parse(t);
+  // Postgres writes offsets as ±HH or ±HH:MM; Date.parse wants ±HH:MM.
+  return Date.parse(`${t.slice(0, zone.index)}${zone[2]}${zone[3]}:${zone[4] ?? '00'}`);
+}
+
 const NUMERIC = new Set(['int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid']);
 const TEMPORAL = new Set(['timestamptz', 'timestamp', 'date']);
 
@@ -65,8 +79,8 @@ export function passesFilter(value: unknown, type: string, filter: Filter): bool
       return Number.isNaN(a) || Number.isNaN(b) ? null : a - b;
     }
     if (TEMPORAL.has(type)) {
-      const a = typeof value === 'string' ? Date.parse(value) : NaN;
-      const b = Date.parse(other);
+      const a = typeof value === 'string' ? instant(value) : NaN;
+      const b = instant(other);
       return Number.isNaN(a) || Number.isNaN(b) ? null : a - b;
     }
     if (type === 'bool') {

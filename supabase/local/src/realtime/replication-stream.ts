@@ -44,7 +44,8 @@ export async function openReplicationSession(
     fetch_types: false,
     idle_timeout: 0,
     // Timestamps in the WAL's text output follow the session's TimeZone; Realtime's JSON is UTC.
-    connection: { replication: 'database', TimeZone: 'UTC', application_name: 'bfg-realtime' },
+    // DateStyle/IntervalStyle pinned too: the value conversion reads ISO text.
+    connection: { replication: 'database', TimeZone: 'UTC', DateStyle: 'ISO, MDY', IntervalStyle: 'postgres', application_name: 'bfg-realtime' },
   } as postgres.Options<Record<string, postgres.PostgresType>>);
   let stream: Duplex | undefined;
   try {

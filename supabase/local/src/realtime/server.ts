@@ -77,12 +77,28 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   // Assigned once the feed exists; the dispatcher, made before it, confirms through it.
   let confirm: (lsn: bigint) => void = () => undefined;
   const types = new Map<number, TypeInfo>();
+  /**
+   * Changes were lost (the replication stream was re-made, or a round could not be dispatched):
+   * every channel is told the way its page reloads. Feeds are subscribed again and announced with
+   * "Subscribed to PostgreSQL" (no phx_error, no new SUBSCRIBED), as Realtime re-subscribes a
+   * channel's feed. Channels that asked for replication_ready get "Replication connection
+   * established" again — Realtime sends it once per join, so on Supabase such a channel learns of
+   * nothing; here the stand-in says what it knows. Nothing is replayed.
+   */
+  const resync = (reason: string) => {
+    log(`realtime: telling every channel to reload (${reason})`);
+    for (const channel of channels()) {
+      if (channel.bindings.length > 0) void channel.session.subscribePostgresChanges(channel);
+      if (channel.replicationReady) channel.session.announceReplicationReady(channel);
+    }
+  };
   const dispatcher = new ChangeDispatcher({
     rowAccess: new RowAccess(options.sql),
     subscriptions,
     audience: (topic, isPrivate) => audiences.get(audienceKey(topic, isPrivate)) ?? [],
     types,
     confirm: (lsn) => confirm(lsn),
+    onLoss: resync,
     log,
   });
   const feed = await startChangeFeed(options.databaseUrl, ['supabase_realtime', 'supabase_realtime_messages_publication'], types, {
@@ -96,13 +112,7 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
       replicationConnected = true;
       log('realtime: replication connected');
       if (connects++ === 0) return;
-      // After a reconnect (Postgres restarted), as Realtime when it re-subscribes a channel's
-      // feed: a new "Subscribed to PostgreSQL" system message — no phx_error, no new SUBSCRIBED.
-      // Changes made while the stream was down are not replayed; clients reload on the message.
-      // Broadcast from Database says nothing (Realtime's replication_ready is sent once per join).
-      for (const channel of channels()) {
-        if (channel.bindings.length > 0) void channel.session.subscribePostgresChanges(channel);
-      }
+      resync('the replication stream was re-made');
     },
   });
   confirm = (lsn) => feed.confirm(lsn);

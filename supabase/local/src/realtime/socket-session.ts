@@ -10,6 +10,10 @@ import { decode, decodeBinary, encode, encodeShared, type PhoenixMessage, type V
 export const MAX_CHANNELS_PER_CLIENT = 100;
 /** Phoenix closes a websocket that sent nothing for this long (the client heartbeats every 25 s). */
 const IDLE_TIMEOUT_MS = 60_000;
+/** Messages a socket may have waiting to be handled before it is closed. */
+const MAX_WAITING_MESSAGES = 1_000;
+/** Realtime's max_joins_per_second, averaged (as its rate counters) over a minute. */
+const MAX_JOINS_PER_MINUTE = 100 * 60;
 /** Realtime's replication-ready check interval and timeout (config.exs replication_ready_timeout). */
 const REPLICATION_READY_CHECK_MS = 500;
 const REPLICATION_READY_TIMEOUT_MS = 60_000;
@@ -108,6 +112,8 @@ export class SocketSession {
   private inbox: Promise<void> = Promise.resolve();
   private dead = false;
   private corked = false;
+  private waiting = 0;
+  private joins: number[] = [];
   private events = { second: 0, count: 0 };
   private readonly ws: WebSocket;
   readonly vsn: Vsn;
@@ -124,9 +130,18 @@ export class SocketSession {
       const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       const message = isBinary ? decodeBinary(bytes) : decode(this.vsn, bytes.toString('utf8'));
       if (!message) return;
+      // A client sending faster than its messages are handled (joins wait on the database) is
+      // cut off rather than queued for without limit.
+      if (++this.waiting > MAX_WAITING_MESSAGES) {
+        this.host.log(`realtime: closing a socket with ${this.waiting} messages waiting`);
+        this.shutDown();
+        ws.close(1008, 'too many messages waiting');
+        return;
+      }
       this.inbox = this.inbox
         .then(() => this.handle(message))
-        .catch((err: unknown) => this.host.log(`realtime: ${String(err)}`));
+        .catch((err: unknown) => this.host.log(`realtime: ${String(err)}`))
+        .finally(() => (this.waiting -= 1));
     });
     ws.on('close', () => this.shutDown());
     this.touch();
@@ -144,16 +159,18 @@ export class SocketSession {
 
   private write(frame: () => string): void {
     if (this.dead || this.ws.readyState !== this.ws.OPEN) return;
-    if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
-      this.host.log(`realtime: closing a socket with ${this.ws.bufferedAmount} bytes unsent (the client reads too slowly)`);
-      this.shutDown();
-      this.ws.close(1013, 'send buffer full: the client is not reading');
-      setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
-      return;
-    }
     // Frames written in one tick go out in one write: a change fanned out to this socket's
-    // channels, or a round of changes, is one syscall instead of one per frame.
+    // channels, or a round of changes, is one syscall instead of one per frame. The buffer is
+    // judged at a tick's first write, on what earlier ticks left unsent (what this tick adds is
+    // bounded by the dispatcher's 10 ms slices).
     if (!this.corked) {
+      if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
+        this.host.log(`realtime: closing a socket with ${this.ws.bufferedAmount} bytes unsent (the client reads too slowly)`);
+        this.shutDown();
+        this.ws.close(1013, 'send buffer full: the client is not reading');
+        setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
+        return;
+      }
       const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
       if (socket) {
         this.corked = true;
@@ -226,6 +243,16 @@ export class SocketSession {
   }
 
   private async join(message: PhoenixMessage): Promise<void> {
+    const now = Date.now();
+    this.joins = this.joins.filter((at) => now - at < 60_000);
+    this.joins.push(now);
+    if (this.joins.length > MAX_JOINS_PER_MINUTE) {
+      // As Realtime: refused, then the socket is disconnected.
+      this.reply(message, 'error', { reason: 'ClientJoinRateLimitReached: Too many joins per second' });
+      this.shutDown();
+      this.ws.close(1001, 'too many joins');
+      return;
+    }
     if (!message.topic.startsWith('realtime:')) {
       this.reply(message, 'error', { reason: 'unmatched topic' });
       return;
@@ -249,6 +276,7 @@ export class SocketSession {
     let claims = this.apikeyClaims;
     if (token) {
       const verified = await verifyJwt(token, this.host.jwtSecret);
+      if (this.dead) return;
       if (!verified.ok) {
         this.reply(message, 'error', { reason: `InvalidJWTToken: ${verified.message}` });
         return;
@@ -260,7 +288,10 @@ export class SocketSession {
       let allowed: boolean;
       try {
         allowed = await this.host.canReadTopic(claims, subTopic);
+        // The socket closed while the check ran: no channel may be left behind it.
+        if (this.dead) return;
       } catch (err) {
+        if (this.dead) return;
         this.host.log(`realtime: authorization of ${subTopic} failed: ${String(err)}`);
         this.reply(message, 'error', { reason: 'Realtime was unable to connect to the project database' });
         return;
@@ -304,10 +335,7 @@ export class SocketSession {
     const check = () => {
       if (!channel.open) return;
       if (this.host.replicationConnected()) {
-        this.send({
-          joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
-          payload: { extension: 'system', status: 'ok', message: 'Replication connection established', channel: channel.subTopic },
-        });
+        this.announceReplicationReady(channel);
       } else if (Date.now() - started >= REPLICATION_READY_TIMEOUT_MS) {
         this.systemError(channel, 'Replication connection was not established in time');
       } else {
@@ -317,14 +345,20 @@ export class SocketSession {
     check();
   }
 
-  /** Subscribes (again) the channel's bindings and says how it went, as Realtime's system message. */
+  /**
+   * Subscribes (again) the channel's bindings and says how it went, as Realtime's system message.
+   * A validation error is final (as Realtime: "no point in retrying"); an exception (the database
+   * failed) is reported and retried every 5–10 s while the channel is open, as Realtime does.
+   */
   async subscribePostgresChanges(channel: JoinedChannel): Promise<void> {
     let error: string | null;
+    let retry = false;
     try {
       error = await this.host.subscribePostgresChanges(channel);
     } catch (err) {
       this.host.log(`realtime: subscribing ${channel.subTopic} failed: ${String(err)}`);
-      error = `Unable to subscribe to changes with given parameters. An exception happened so please check your connect parameters: ${String(err)}`;
+      error = `{:error, ${JSON.stringify(err instanceof Error ? err.message : String(err))}}`;
+      retry = true;
     }
     if (!channel.open) return;
     this.send({
@@ -332,6 +366,20 @@ export class SocketSession {
       payload: error === null
         ? { extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: channel.subTopic }
         : { extension: 'postgres_changes', status: 'error', message: error, channel: channel.subTopic },
+    });
+    if (retry) {
+      setTimeout(() => {
+        if (channel.open) void this.subscribePostgresChanges(channel);
+      }, 5_000 + Math.random() * 5_000).unref();
+    }
+  }
+
+  /** Realtime's answer to `config.broadcast.replication_ready`. */
+  announceReplicationReady(channel: JoinedChannel): void {
+    if (!channel.open) return;
+    this.send({
+      joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
+      payload: { extension: 'system', status: 'ok', message: 'Replication connection established', channel: channel.subTopic },
     });
   }
 
@@ -382,6 +430,7 @@ export class SocketSession {
     const token = message.payload['access_token'];
     if (!channel || typeof token !== 'string' || token.startsWith('sb_') || token === channel.token) return;
     const verified = await verifyJwt(token, this.host.jwtSecret);
+    if (this.dead || !channel.open) return;
     if (!verified.ok) {
       this.systemError(channel, verified.message);
       return;
@@ -393,6 +442,7 @@ export class SocketSession {
       this.host.log(`realtime: authorization of ${channel.subTopic} failed: ${String(err)}`);
       allowed = false;
     }
+    if (this.dead || !channel.open) return;
     if (!allowed) {
       this.systemError(channel, `You no longer have permission to read from this Channel topic: ${channel.subTopic}`);
       return;
@@ -411,6 +461,11 @@ export class SocketSession {
     const ms = channel.claims.exp * 1000 - Date.now();
     const timer = setTimeout(() => {
       if (this.channels.get(channel.topic) !== channel) return;
+      // Timers are capped at ~24.8 days: a token that lasts longer is only checked again.
+      if (channel.claims.exp * 1000 > Date.now()) {
+        this.scheduleExpiry(channel);
+        return;
+      }
       this.systemError(channel, `Token has expired ${Math.max(0, Math.floor((Date.now() - channel.claims.exp * 1000) / 1000))} seconds ago`);
     }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
     timer.unref();

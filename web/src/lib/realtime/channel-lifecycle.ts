@@ -59,6 +59,9 @@ type Feed = 'postgres_changes' | 'replication';
 
 const systemMessage = z.object({ extension: z.string(), status: z.string(), message: z.string().optional() });
 
+/** Messages kept while a page waits for its snapshot; a reload is coming that supersedes them. */
+const MAX_HELD_MESSAGES = 10_000;
+
 const defaultTimers: Timers = {
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
@@ -101,6 +104,9 @@ export class ChannelLifecycle<T> {
   #rejoinTimer: unknown = null;
   #flushTimer: unknown = null;
   #reloads = 0;
+  /** Failed reloads in a row (the retry's backoff exponent) and the pending retry. */
+  #reloadFailures = 0;
+  #reloadTimer: unknown = null;
   #queue: T[] = [];
 
   constructor(options: ChannelLifecycleOptions<T>) {
@@ -131,6 +137,8 @@ export class ChannelLifecycle<T> {
     this.#connected = false;
     this.#generation++;
     if (this.#rejoinTimer !== null) this.#timers.clearTimeout(this.#rejoinTimer);
+    if (this.#reloadTimer !== null) this.#timers.clearTimeout(this.#reloadTimer);
+    this.#reloadTimer = null;
     this.#rejoinTimer = null;
     this.#clearFlush();
     this.#queue = [];
@@ -262,10 +270,13 @@ export class ChannelLifecycle<T> {
     if (this.#feeds.every((f) => this.#ready.has(f))) this.#feedLive();
   }
 
-  /** Every feed is live: reload (again, on every signal — a restarted feed missed what happened meanwhile). */
+  /**
+   * Every feed is live: reload (again, on every signal — a restarted feed missed what happened
+   * meanwhile). The page is live once a reload succeeded; a failed one is retried with backoff,
+   * the status staying `reconnecting` (the snapshot is older than the gap).
+   */
   #feedLive(): void {
-    this.#liveSince ??= Date.now();
-    this.#setStatus('live');
+    this.#reloadFailures = 0;
     void this.#reload();
   }
 
@@ -308,6 +319,8 @@ export class ChannelLifecycle<T> {
       return;
     }
     this.#queue.push(parsed);
+    // While held, a reload is coming that supersedes what waits: past a bound, drop it.
+    if (this.#holding && this.#queue.length > MAX_HELD_MESSAGES) this.#queue = [];
     this.#schedule();
   }
 
@@ -334,14 +347,29 @@ export class ChannelLifecycle<T> {
   async #reload(): Promise<void> {
     const generation = this.#generation;
     this.#reloads++;
+    let ok = false;
     try {
       await this.#options.reload();
+      ok = true;
     } catch (err) {
       this.#log.error(`${this.#prefix}: reloading the snapshot failed`, err);
     } finally {
       this.#reloads--;
-      if (generation === this.#generation) this.#flush();
     }
+    if (generation !== this.#generation || !this.#connected) return;
+    if (ok) {
+      this.#liveSince ??= Date.now();
+      this.#setStatus('live');
+      this.#flush();
+      return;
+    }
+    this.#setStatus('reconnecting');
+    if (this.#reloadTimer !== null) return;
+    const delay = backoffDelay(this.#reloadFailures++, this.#options.rejoin?.initialMs ?? 1_000, this.#options.rejoin?.maxMs ?? 30_000);
+    this.#reloadTimer = this.#timers.setTimeout(() => {
+      this.#reloadTimer = null;
+      if (generation === this.#generation && this.#connected) void this.#reload();
+    }, delay);
   }
 
   #clearFlush(): void {
