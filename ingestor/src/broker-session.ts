@@ -6,6 +6,7 @@ import { describeCode, type BrokerSubscriptions, type SubscriptionChange } from 
 import { CoalescingRunner } from './coalescing-runner.ts';
 import type { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
+import type { LogLevel } from './vocabulary.ts';
 import type { Logger } from './logger.ts';
 import { processMessage, type ConnectionContext } from './message-pipeline.ts';
 import type { ParserRegistry } from './parsers/registry.ts';
@@ -280,7 +281,7 @@ export class BrokerSession {
     }
   }
 
-  private report(status: Parameters<StatusReporter['report']>[0]['status'], detail: string, event: Parameters<StatusReporter['report']>[0]['event'], level: 'debug' | 'info' | 'warn' | 'error'): void {
+  private report(status: Parameters<StatusReporter['report']>[0]['status'], detail: string, event: Parameters<StatusReporter['report']>[0]['event'], level: LogLevel): void {
     this.log[level]({ status, event }, detail);
     this.deps.reporter.report({ connectionId: this.row.id, status, detail, event, level });
   }

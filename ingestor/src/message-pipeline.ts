@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { ParserRegistry } from './parsers/registry.ts';
-import type { NormalizedRows, ParseFailureKind } from './parsers/types.ts';
+import type { NormalizedRows } from './parsers/types.ts';
+import type { ParsingLogKind } from './vocabulary.ts';
 import type { TopicMatcher } from './topic-matcher.ts';
 
-/** mqtt_parsing_log.kind */
-export type FailureKind = ParseFailureKind | 'invalid_json' | 'unknown_parser';
+/** mqtt_parsing_log.kind (every kind: the parsers' own, and the pipeline's invalid_json and unknown_parser). */
+export type FailureKind = ParsingLogKind;
 
 export const MAX_TOPIC_LENGTH = 1024;
 const EXCERPT_BYTES = 512;

@@ -1,3 +1,4 @@
+import type { ParsingLogKind } from '../vocabulary.ts';
 import type { z } from 'zod';
 
 /**
@@ -74,7 +75,8 @@ export interface NormalizedRows {
 }
 
 /** Why a message was not ingested; the kinds of `mqtt_parsing_log.kind`. */
-export type ParseFailureKind = 'schema' | 'too_large' | 'invalid_topic' | 'processing';
+/** The parsing-log kinds a parser itself reports (the pipeline adds invalid_json and unknown_parser). */
+export type ParseFailureKind = Extract<ParsingLogKind, 'schema' | 'too_large' | 'invalid_topic' | 'processing'>;
 
 export type ParseResult =
   | { ok: true; rows: NormalizedRows }

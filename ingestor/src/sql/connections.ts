@@ -1,4 +1,5 @@
 import type { Db } from '../db.ts';
+import type { ConnectionEvent, ConnectionStatus, LogLevel } from '../vocabulary.ts';
 import type { TopicPattern } from '../topic-matcher.ts';
 
 /** An active connection with everything needed to connect, secrets included (service role only). */
@@ -65,15 +66,14 @@ export async function loadActivePatterns(sql: Db, connectionIds: string[]): Prom
   return byConnection;
 }
 
-export type ConnectionStatus = 'disconnected' | 'connecting' | 'connected' | 'reconnecting' | 'error' | 'disabled';
-export type ConnectionEvent = 'connect' | 'disconnect' | 'reconnect' | 'error' | 'subscribe' | 'status';
+export type { ConnectionEvent, ConnectionStatus } from '../vocabulary.ts';
 
 export interface StatusChange {
   connectionId: string;
   status: ConnectionStatus;
   detail: string | null;
   event: ConnectionEvent;
-  level: 'debug' | 'info' | 'warn' | 'error';
+  level: LogLevel;
   at: Date;
 }
 

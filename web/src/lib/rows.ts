@@ -11,8 +11,9 @@ const at = z.coerce.date();
 const optionalAt = z.coerce.date().nullable().catch(null);
 const text = z.string().nullable();
 
-export const connectionStatuses = ['disconnected', 'connecting', 'connected', 'reconnecting', 'error', 'disabled'] as const;
-export type ConnectionStatus = (typeof connectionStatuses)[number];
+// The vocabularies of the schema's CHECK constraints, written once for ingestor and dashboard.
+export { connectionStatuses, logLevels, parsingLogKinds, type ConnectionStatus } from '@bfg/ingestor/vocabulary';
+import { connectionStatuses, logLevels, parsingLogKinds } from '@bfg/ingestor/vocabulary';
 
 export const connectionRow = z.object({
   id,
@@ -110,14 +111,13 @@ export const connectionLogRow = z.object({
   id,
   connection_id: id,
   created_at: at,
-  level: z.enum(['debug', 'info', 'warn', 'error']),
+  level: z.enum(logLevels),
   event: z.string(),
   status: text,
   detail: text,
 });
 export type ConnectionLogRow = z.infer<typeof connectionLogRow>;
 
-export const parsingLogKinds = ['invalid_json', 'schema', 'unknown_parser', 'too_large', 'processing', 'invalid_topic'] as const;
 export const parsingLogRow = z.object({
   id,
   connection_id: id,

@@ -3,7 +3,7 @@ import { asUser } from '#lib/server/as-user.ts';
 import { requireSession } from '#lib/server/guards.ts';
 import { listConnectionOptions } from '#lib/server/queries/connection-options.ts';
 import { listConnectionLog, listParsingLog } from '#lib/server/queries/logs.ts';
-import { parsingLogKinds } from '#lib/rows.ts';
+import { logLevels, parsingLogKinds } from '#lib/rows.ts';
 import type { PageServerLoad } from './$types';
 
 /** Entries a page shows (newest first); live entries push the oldest out. */
@@ -12,7 +12,7 @@ const LOG_PAGE_SIZE = 200;
 const filterSchema = z.object({
   tab: z.enum(['parsing', 'connection']).catch('parsing'),
   connection: z.coerce.number().int().positive().nullable().catch(null),
-  category: z.enum(['', 'debug', 'info', 'warn', 'error', ...parsingLogKinds]).catch(''),
+  category: z.enum(['', ...logLevels, ...parsingLogKinds]).catch(''),
   q: z.string().max(200).catch(''),
 });
 
