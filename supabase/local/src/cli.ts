@@ -126,11 +126,31 @@ function waitForSignal(stop: () => Promise<void>): Promise<void> {
   });
 }
 
-main().catch((err: unknown) => {
+/**
+ * How every failure ends: the details (e.g. the server's last lines), then one line saying what
+ * failed and what to do. A LocalStackError says that itself; anything else is a bug, shown with
+ * its stack before that line.
+ */
+function fail(err: unknown): void {
   if (err instanceof LocalStackError) {
+    for (const line of err.details) console.error(`[bfg] ${line}`);
     console.error(`[bfg] ${err.message}`);
   } else {
-    console.error('[bfg] unexpected error:', err);
+    console.error(err);
+    console.error(`[bfg] unexpected error: ${coerceError(err).message} (a bug: please report it with the lines above)`);
   }
   process.exitCode = 1;
+}
+
+// An error nobody awaits (an 'error' event without a listener, a stray rejection) must end the
+// same way, not with Node's dump of the event; the process cannot go on after it, so it exits.
+process.on('uncaughtException', (err) => {
+  fail(err);
+  process.exit(1);
 });
+process.on('unhandledRejection', (reason) => {
+  fail(reason);
+  process.exit(1);
+});
+
+main().catch(fail);

