@@ -10,6 +10,12 @@ export { startRealtimeServer, DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS, type Re
 export type { SessionLimits as RealtimeLimits } from './realtime/socket-session.ts';
 export { hashPassword, verifyPassword } from './auth/passwords.ts';
 export { addUser, newUserSchema, type NewUser } from './auth/users.ts';
-export { mintAccessToken, mintAnonKey, type TokenUser } from './auth/tokens.ts';
+export { mintAccessToken, mintAnonKey, mintServiceRoleKey, type TokenSession, type TokenUser } from './auth/tokens.ts';
+export { createAuthApi, AUTH_PREFIX, type AuthApiOptions, type HttpHandler } from './auth/api/auth-server.ts';
+export { AuthApiError } from './auth/api/api-error.ts';
+export {
+  createUser, updateUser, deleteUser, listUsers, adminUserParamsSchema, MIN_PASSWORD_LENGTH, type AdminUserParams,
+} from './auth/users.ts';
+export { refreshSession, startSession, endSessions, hashToken, type IssuedSession } from './auth/sessions.ts';
 export { startLocalStack, type LocalStack } from './stack.ts';
 export { startWebServer, type WebServer, type WebServerOptions } from './web-server.ts';

@@ -29,6 +29,8 @@ export interface RealtimeServerOptions {
   retainMessagesMs?: number;
   /** Overrides of the per-socket limits (defaults: Supabase's, see DEFAULT_LIMITS). */
   limits?: Partial<SessionLimits>;
+  /** Plain HTTP requests go here first (the Auth API at /auth/v1); false = not its path, 404. */
+  httpHandler?: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<boolean>;
 }
 
 /**
@@ -174,8 +176,13 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     : undefined;
   prune?.unref();
 
-  const server = http.createServer((_req, res) => {
-    res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' }));
+  const server = http.createServer((req, res) => {
+    void (options.httpHandler?.(req, res) ?? Promise.resolve(false)).then(
+      (handled) => handled || res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' })),
+      (err: unknown) => {
+        log(`realtime: HTTP handler failed: ${String(err)}`);
+        res.destroy();
+      });
   });
   // Realtime's websocket max_frame_size.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 5_000_000 });
