@@ -4,6 +4,7 @@ import postgres from 'postgres';
 import { createIngestor, loadIngestorConfig, type Ingestor } from '@bfg/ingestor';
 import { runSimulation } from '@bfg/ingestor/simulator';
 import type { LocalConfig } from './config.ts';
+import { LocalStackError, coerceError } from './errors.ts';
 import { openLocalDatabase, type LocalDatabase } from './database.ts';
 import { startDemoBroker } from './demo-broker.ts';
 import { createAuthApi } from './auth/api/auth-server.ts';
@@ -32,7 +33,7 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`while stopping: ${String(err)}`));
   };
   try {
-    const db: LocalDatabase = await openLocalDatabase(config, log);
+    const db: LocalDatabase = await starting('the database', 'Check BFG_DATA_DIR and BFG_DB_PORT, or DATABASE_URL', () => openLocalDatabase(config, log));
     stops.push(() => db.stop());
     const { applied, seeded } = db.migration;
     log(applied.length ? `schema up to date (${applied.length} new migration(s))` : 'schema up to date (no new migrations)');
@@ -43,15 +44,16 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     // The stack's own pool: the realtime server's authorization checks and the start-up writes.
     const sql = postgres(db.url, { max: 4, onnotice: () => undefined });
     stops.push(() => sql.end({ timeout: 5 }));
-    const realtime = await startRealtimeServer({
+    const realtime = await starting('the realtime server', 'Check BFG_REALTIME_PORT and BFG_LISTEN_HOST', () => startRealtimeServer({
       port: config.BFG_REALTIME_PORT, host: config.BFG_LISTEN_HOST, jwtSecret, sql, databaseUrl: db.url, log,
       // The Auth API (GoTrue subset) on the same port, so one Supabase URL serves auth and realtime.
       httpHandler: createAuthApi({ sql, jwtSecret, log }),
-    });
+    }));
     stops.push(() => realtime.close());
     log(`realtime server (Supabase Realtime protocol) on ${realtime.url.replace('http', 'ws')}/realtime/v1/websocket`);
 
-    const broker = await startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST });
+    const broker = await starting('the demo MQTT broker', 'Check BFG_MQTT_PORT and BFG_LISTEN_HOST', () =>
+      startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST }));
     stops.push(() => broker.close());
     log(`demo MQTT broker listening on ${broker.url}`);
     await pointDemoConnectionAt(sql, broker.port, log);
@@ -63,7 +65,7 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     });
     const logger = pino({ level: ingestorConfig.BFG_LOG_LEVEL === 'info' ? 'warn' : ingestorConfig.BFG_LOG_LEVEL });
     const ingestor: Ingestor = createIngestor(ingestorConfig, logger);
-    await ingestor.start();
+    await starting('the ingestor', 'Its log on stdout (BFG_LOG_LEVEL=debug) says more', () => ingestor.start());
     stops.push(() => ingestor.stop());
     log(`ingestor running (logs: ${ingestorConfig.BFG_LOG_DIR})`);
 
@@ -82,9 +84,8 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
 
     let webUrl: string | null = null;
     if (config.BFG_WEB) {
-      const web = await startWebServer({
-        port: config.BFG_WEB_PORT, host: config.BFG_LISTEN_HOST, databaseUrl: db.url, jwtSecret, realtimeUrl: realtime.url, log,
-      });
+      const web = await starting('the dashboard', 'Check BFG_WEB_PORT, or run without it (BFG_WEB=false)', () =>
+        startWebServer({ port: config.BFG_WEB_PORT, host: config.BFG_LISTEN_HOST, databaseUrl: db.url, jwtSecret, realtimeUrl: realtime.url, log }));
       stops.push(() => web.stop());
       webUrl = web.url;
       log(`dashboard on ${web.url}`);
@@ -94,6 +95,20 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
   } catch (err) {
     await stopAll();
     throw err;
+  }
+}
+
+/**
+ * Runs one service's start-up. A failure it explains itself (a LocalStackError: a taken port, an
+ * unusable directory) goes through as it is; any other becomes one that names the service and
+ * what to look at, so start-up always ends with one line saying what failed and what to do.
+ */
+async function starting<T>(service: string, hint: string, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    if (err instanceof LocalStackError) throw err;
+    throw new LocalStackError(`${service[0]!.toUpperCase()}${service.slice(1)} did not start: ${coerceError(err).message}. ${hint}.`, { cause: err });
   }
 }
 
