@@ -16,7 +16,7 @@ beforeAll(async () => {
   web = await startWebServer({
     port: await getFreePort(), host: '127.0.0.1', databaseUrl: inject('e2eDatabaseUrl'), jwtSecret, realtimeUrl: gotrue.url,
     log: () => undefined,
-    env: { BFG_AUTH: 'supabase', PUBLIC_SUPABASE_URL: gotrue.url, SENTRY_DSN: '' },
+    env: { PUBLIC_SUPABASE_URL: gotrue.url, SENTRY_DSN: '' },
   });
 });
 afterAll(async () => {
@@ -45,7 +45,8 @@ describe('Supabase Auth mode (BFG_AUTH=supabase)', () => {
 
     const wrong = await fetch(`${web.url}/login`, form({ email: admin.email, password: 'not it' }));
     expect(wrong.status).toBe(400);
-    expect(await wrong.text()).toContain('Invalid login credentials');
+    // Supabase Auth's invalid_credentials, in the dashboard's words (the same locally and on Supabase).
+    expect(await wrong.text()).toContain('Wrong e-mail or password.');
 
     const signedIn = await fetch(`${web.url}/login`, form({ email: admin.email, password: admin.password }));
     expect(signedIn.status, await signedIn.clone().text()).toBe(303);

@@ -27,12 +27,8 @@ export const variables = defineEnvVars({
     description: 'Postgres the dashboard reads and writes as the signed-in user (SET ROLE + JWT claims, so RLS applies).',
     schema: atRuntime(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
   },
-  BFG_AUTH: {
-    description: '`local`: accounts in auth.users created with `npm run user:add`, the dashboard mints the JWT. `supabase`: Supabase Auth sessions.',
-    schema: atRuntime(z.enum(['local', 'supabase']).default('local')),
-  },
   BFG_JWT_SECRET: {
-    description: 'The project JWT secret (HS256). Local mode signs access tokens with it; Supabase mode verifies tokens with it when set.',
+    description: 'The project JWT secret (legacy HS256), to verify access tokens without a round trip; unset: tokens are checked with auth.getClaims (the project\'s signing keys).',
     schema: atRuntime(z.string().min(32, 'must be at least 32 characters').optional()),
   },
   BFG_LOG_LEVEL: {

@@ -8,7 +8,7 @@ import { auth, clearSessionCookies, readSessionCookies, writeSessionCookies } fr
 import { logger } from '#lib/server/logger.ts';
 
 export const init: ServerInit = () => {
-  // Configuration problems (BFG_AUTH=local without BFG_JWT_SECRET) stop the start, not each request.
+  // Configuration problems stop the start, not each request.
   if (!building) auth();
   if (SENTRY_DSN) Sentry.init({ dsn: SENTRY_DSN, sendDefaultPii: false, tracesSampleRate: 0 });
 };

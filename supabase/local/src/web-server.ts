@@ -22,7 +22,7 @@ export interface WebServerOptions {
   log: (message: string) => void;
   /** Give up waiting for the server to answer after this long. */
   startTimeoutMs?: number;
-  /** Variables that override the local-stack ones (e.g. BFG_AUTH=supabase with another PUBLIC_SUPABASE_URL). */
+  /** Variables that override the local-stack ones (e.g. another PUBLIC_SUPABASE_URL). */
   env?: Record<string, string>;
 }
 
@@ -55,7 +55,6 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
       PORT: String(options.port),
       HOST: options.host,
       DATABASE_URL: options.databaseUrl,
-      BFG_AUTH: 'local',
       BFG_JWT_SECRET: options.jwtSecret,
       PUBLIC_SUPABASE_URL: options.realtimeUrl,
       PUBLIC_SUPABASE_ANON_KEY: await mintAnonKey(options.jwtSecret),

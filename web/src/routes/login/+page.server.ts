@@ -1,6 +1,5 @@
 import { fail, redirect } from '@sveltejs/kit';
 import { z } from 'zod';
-import { BFG_AUTH } from '$app/env/private';
 import { auth, writeSessionCookies } from '#lib/server/auth/index.ts';
 import { recordSignInFailure, signInBlockedFor } from '#lib/server/auth/sign-in-limiter.ts';
 import { fieldErrors, formFields, type FieldErrors } from '#lib/server/form.ts';
@@ -23,7 +22,7 @@ const noErrors: FieldErrors = {};
 
 export const load = (({ locals, url }) => {
   if (locals.session) redirect(303, safeNext(url.searchParams.get('next') ?? undefined, url.origin));
-  return { mode: BFG_AUTH };
+  return {};
 }) satisfies PageServerLoad;
 
 export const actions = {

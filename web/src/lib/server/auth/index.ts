@@ -1,19 +1,19 @@
-import { BFG_AUTH, BFG_JWT_SECRET } from '$app/env/private';
+import { BFG_JWT_SECRET } from '$app/env/private';
 import { PUBLIC_SUPABASE_ANON_KEY, PUBLIC_SUPABASE_URL } from '$app/env/public';
-import { sql } from '../db.ts';
-import { createLocalAuth } from './local-auth.ts';
 import type { AuthProvider } from './session.ts';
 import { createSupabaseAuth } from './supabase-auth.ts';
 
+/**
+ * One auth path: Supabase Auth at PUBLIC_SUPABASE_URL — the project's, or the local stack's
+ * stand-in (supabase/local serves /auth/v1 beside /realtime/v1 at one base URL).
+ */
 function createAuth(): AuthProvider {
-  if (BFG_AUTH === 'supabase') return createSupabaseAuth(PUBLIC_SUPABASE_URL, PUBLIC_SUPABASE_ANON_KEY, BFG_JWT_SECRET);
-  if (!BFG_JWT_SECRET) throw new Error('BFG_AUTH=local needs BFG_JWT_SECRET: the secret the realtime server and Postgres claims trust.');
-  return createLocalAuth(sql(), BFG_JWT_SECRET);
+  return createSupabaseAuth(PUBLIC_SUPABASE_URL, PUBLIC_SUPABASE_ANON_KEY, BFG_JWT_SECRET);
 }
 
 let provider: AuthProvider | null = null;
 
-/** The process's auth provider, chosen by BFG_AUTH (made on first use, not while building). */
+/** The process's auth provider (made on first use, not while building). */
 export function auth(): AuthProvider {
   provider ??= createAuth();
   return provider;
