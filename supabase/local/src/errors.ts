@@ -18,8 +18,5 @@ export class LocalStackError extends Error {
   }
 }
 
-/** Turns any thrown value into an Error (a rejected promise may carry anything). */
-export function coerceError(value: unknown): Error {
-  if (value instanceof Error) return value;
-  return new Error(typeof value === 'string' ? value : `Non-error thrown: ${String(value)}`);
-}
+/** Turns any thrown value into an Error: written once, in the ingestor's declared exports. */
+export { coerceError } from '@bfg/ingestor';
