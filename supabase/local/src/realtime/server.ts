@@ -4,12 +4,12 @@ import { WebSocketServer } from 'ws';
 import { LocalStackError } from '../errors.ts';
 import { canReadTopic, canWriteTopic } from './authorization.ts';
 import { startChangeFeed } from './change-feed.ts';
-import { ChangeDispatcher, type Subscriber } from './dispatcher.ts';
+import { ChangeDispatcher } from './dispatcher.ts';
 import { verifyJwt } from './jwt.ts';
 import { RowAccess } from './row-access.ts';
 import { parseVsn } from './serializer.ts';
-import { JoinedChannel, SocketSession, type SessionHost, type SessionLimits } from './socket-session.ts';
-import { SubscriptionIndex, type Subscription } from './subscriptions.ts';
+import { ChannelRegistry } from './channel-registry.ts';
+import { SocketSession, type SessionHost, type SessionLimits } from './socket-session.ts';
 import type { TypeInfo } from './wal-values.ts';
 
 export interface RealtimeServerOptions {
@@ -55,8 +55,6 @@ export interface RealtimeServer {
 
 const PATHS = new Set(['/realtime/v1/websocket', '/socket/websocket']);
 
-/** Private and public channels of one topic name are separate audiences. */
-const audienceKey = (topic: string, isPrivate: boolean) => `${isPrivate ? 'private' : 'public'}\u0000${topic}`;
 
 /**
  * A local server speaking the Supabase Realtime protocol, so that the unmodified supabase-js client
@@ -70,34 +68,21 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   const log = options.log ?? (() => undefined);
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const secret = new TextEncoder().encode(options.jwtSecret);
-  const audiences = new Map<string, Set<JoinedChannel>>();
-  const subscriptions = new SubscriptionIndex<Subscriber>(options.sql);
-  const channels = () => [...audiences.values()].flatMap((set) => [...set]);
+  const registry = new ChannelRegistry(options.sql);
 
   let replicationConnected = false;
   let connects = 0;
   // Assigned once the feed exists; the dispatcher, made before it, confirms through it.
   let confirm: (lsn: bigint) => void = () => undefined;
   const types = new Map<number, TypeInfo>();
-  /**
-   * Changes were lost (the replication stream was re-made, or a round could not be dispatched):
-   * every channel is told the way its page reloads. Feeds are subscribed again and announced with
-   * "Subscribed to PostgreSQL" (no phx_error, no new SUBSCRIBED), as Realtime re-subscribes a
-   * channel's feed. Channels that asked for replication_ready get "Replication connection
-   * established" again — Realtime sends it once per join, so on Supabase such a channel learns of
-   * nothing; here the stand-in says what it knows. Nothing is replayed.
-   */
   const resync = (reason: string) => {
     log(`realtime: telling every channel to reload (${reason})`);
-    for (const channel of channels()) {
-      if (channel.bindings.length > 0) void channel.session.subscribePostgresChanges(channel);
-      if (channel.replicationReady) channel.session.announceReplicationReady(channel);
-    }
+    registry.resync(reason);
   };
   const dispatcher = new ChangeDispatcher({
     rowAccess: new RowAccess(options.sql),
-    subscriptions,
-    audience: (topic, isPrivate) => audiences.get(audienceKey(topic, isPrivate)) ?? [],
+    subscriptions: registry.subscriptions,
+    audience: (topic, isPrivate) => registry.audience(topic, isPrivate),
     types,
     confirm: (lsn) => confirm(lsn),
     onLoss: resync,
@@ -124,45 +109,7 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     limits,
     canReadTopic: (claims, subTopic) => canReadTopic(options.sql, claims, subTopic),
     canWriteTopic: (claims, subTopic) => canWriteTopic(options.sql, claims, subTopic),
-    onJoin(channel) {
-      const key = audienceKey(channel.topic, channel.isPrivate);
-      const set = audiences.get(key) ?? new Set();
-      set.add(channel);
-      audiences.set(key, set);
-    },
-    onLeave(channel) {
-      subscriptions.unsubscribe(channel.subscriptions as Subscription<Subscriber>[]);
-      channel.subscriptions = [];
-      const key = audienceKey(channel.topic, channel.isPrivate);
-      const set = audiences.get(key);
-      if (!set) return;
-      set.delete(channel);
-      if (set.size === 0) audiences.delete(key);
-    },
-    async subscribePostgresChanges(channel) {
-      // The new subscriptions are in place before the old ones go, so a re-subscribe with new
-      // claims loses no change (one matched by both still makes one frame per channel). Of
-      // overlapping calls (join, then a token refresh) the latest wins; a stale result is dropped.
-      const generation = ++channel.subscribeGeneration;
-      const params = channel.bindings.map(({ id: _id, ...rest }) => rest as Record<string, unknown>);
-      const result = await subscriptions.subscribe(channel, channel.claims.role, params, channel.bindings.map((b) => b.id));
-      if (generation !== channel.subscribeGeneration) {
-        if (result.ok) subscriptions.unsubscribe(result.subscriptions);
-        return result.ok ? null : result.message;
-      }
-      subscriptions.unsubscribe(channel.subscriptions as Subscription<Subscriber>[]);
-      channel.subscriptions = [];
-      if (!result.ok) return result.message;
-      if (channel.open) channel.subscriptions = result.subscriptions;
-      else subscriptions.unsubscribe(result.subscriptions);
-      return null;
-    },
-    broadcast(from, payload) {
-      for (const channel of audiences.get(audienceKey(from.topic, from.isPrivate)) ?? []) {
-        if (channel === from && !channel.self) continue;
-        channel.send('broadcast', payload);
-      }
-    },
+    registry,
     replicationConnected: () => replicationConnected,
     log,
   };

@@ -2,6 +2,7 @@ import type { WebSocket } from 'ws';
 import { bindingId } from './binding-id.ts';
 import type { Subscriber } from './dispatcher.ts';
 import type { Binding } from './filters.ts';
+import type { ChannelRegistry } from './channel-registry.ts';
 import type { Claims } from './jwt.ts';
 import { verifyJwt } from './jwt.ts';
 import { decode, decodeBinary, encode, encodeShared, type PhoenixMessage, type Vsn } from './serializer.ts';
@@ -88,12 +89,8 @@ export interface SessionHost {
   limits: SessionLimits;
   canReadTopic(claims: Claims, subTopic: string): Promise<boolean>;
   canWriteTopic(claims: Claims, subTopic: string): Promise<boolean>;
-  onJoin(channel: JoinedChannel): void;
-  onLeave(channel: JoinedChannel): void;
-  /** Subscribes the channel's postgres_changes bindings; resolves with Realtime's system error text on failure. */
-  subscribePostgresChanges(channel: JoinedChannel): Promise<string | null>;
-  /** Client broadcast to the sender's audience (same topic and same private flag). */
-  broadcast(from: JoinedChannel, payload: Record<string, unknown>): void;
+  /** Who listens to what: sessions join, leave, subscribe and broadcast through it. */
+  registry: ChannelRegistry;
   /** Whether the replication connection (Broadcast from Database) is up. */
   replicationConnected(): boolean;
   log(message: string): void;
@@ -144,6 +141,7 @@ export class SocketSession {
         .finally(() => (this.waiting -= 1));
     });
     ws.on('close', () => this.shutDown());
+    host.registry.on('resync', this.resync);
     this.touch();
   }
 
@@ -197,6 +195,7 @@ export class SocketSession {
   private shutDown(): void {
     if (this.dead) return;
     this.dead = true;
+    this.host.registry.off('resync', this.resync);
     clearTimeout(this.idleTimer);
     for (const channel of [...this.channels.values()]) this.forget(channel);
   }
@@ -318,7 +317,7 @@ export class SocketSession {
     });
     this.channels.set(message.topic, channel);
     this.scheduleExpiry(channel);
-    this.host.onJoin(channel);
+    this.host.registry.join(channel);
     // As Realtime: the reply comes first; the change feed is subscribed after it and announced
     // with a `system` message, so clients must wait for that, not for SUBSCRIBED.
     this.reply(message, 'ok', { postgres_changes: channel.bindings });
@@ -354,7 +353,7 @@ export class SocketSession {
     let error: string | null;
     let retry = false;
     try {
-      error = await this.host.subscribePostgresChanges(channel);
+      error = await this.host.registry.subscribe(channel);
     } catch (err) {
       this.host.log(`realtime: subscribing ${channel.subTopic} failed: ${String(err)}`);
       error = `{:error, ${JSON.stringify(err instanceof Error ? err.message : String(err))}}`;
@@ -373,6 +372,20 @@ export class SocketSession {
       }, 5_000 + Math.random() * 5_000).unref();
     }
   }
+
+  /**
+   * Changes were lost: as Realtime re-subscribes a channel's feed, each feed is subscribed again
+   * and announced with "Subscribed to PostgreSQL" (no phx_error, no new SUBSCRIBED). Channels that
+   * asked for replication_ready get "Replication connection established" again — Realtime sends it
+   * once per join, so on Supabase such a channel learns of nothing; here the stand-in says what it
+   * knows. Nothing is replayed; pages reload on these messages.
+   */
+  private readonly resync = (): void => {
+    for (const channel of [...this.channels.values()]) {
+      if (channel.bindings.length > 0) void this.subscribePostgresChanges(channel);
+      if (channel.replicationReady) this.announceReplicationReady(channel);
+    }
+  };
 
   /** Realtime's answer to `config.broadcast.replication_ready`. */
   announceReplicationReady(channel: JoinedChannel): void {
@@ -417,7 +430,7 @@ export class SocketSession {
       return;
     }
     if (!channel.open) return;
-    this.host.broadcast(channel, message.payload);
+    this.host.registry.broadcast(channel, message.payload);
     if (channel.ack) this.reply(message, 'ok', {});
   }
 
@@ -477,7 +490,7 @@ export class SocketSession {
     if (this.channels.get(channel.topic) === channel) this.channels.delete(channel.topic);
     clearTimeout(this.expiryTimers.get(channel.topic));
     this.expiryTimers.delete(channel.topic);
-    this.host.onLeave(channel);
+    this.host.registry.leave(channel);
   }
 
   /** Realtime's shutdown_response: a `system` error, then `phx_close`. */
