@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { addUser } from './auth/users.ts';
@@ -72,7 +73,13 @@ async function main(): Promise<void> {
 
   if (await relayToOwnProcessGroup()) return;
   takeOverShutdownSignals();
+  // A signal while starting: leave at once; leaving stops a Postgres already started (runPostgres).
+  const duringStartUp = (signal: NodeJS.Signals) => process.exit(128 + constants.signals[signal]);
+  process.once('SIGINT', duringStartUp);
+  process.once('SIGTERM', duringStartUp);
   const stack = await startLocalStack(config, log);
+  process.off('SIGINT', duringStartUp);
+  process.off('SIGTERM', duringStartUp);
   log('press Ctrl-C to stop');
   await waitForSignal(async () => {
     log('stopping…');
@@ -153,4 +160,9 @@ process.on('unhandledRejection', (reason) => {
   process.exit(1);
 });
 
-main().catch(fail);
+main().catch((err: unknown) => {
+  fail(err);
+  // What a failed start-up had started is stopped; a timer or socket one of its parts left behind
+  // must not keep the process alive after that line.
+  process.exit(1);
+});

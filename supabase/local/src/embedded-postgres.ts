@@ -43,23 +43,26 @@ const RECENT_LINES = 30;
 
 /** Stops of the running clusters, for a SIGINT/SIGTERM that no ordered shutdown answers. */
 const stopOnSignal = new Set<() => Promise<void>>();
-let signalsTakenOver = false;
+
+function stopAllThenExit(signal: NodeJS.Signals): void {
+  // Someone else answers it (the CLI's relay to its own process group, a test runner): leave it to them.
+  if (process.listenerCount(signal) > 1) return;
+  void Promise.allSettled([...stopOnSignal].map((stop) => stop())).then(() => process.exit(128 + constants.signals[signal]));
+}
+
+process.on('SIGINT', stopAllThenExit);
+process.on('SIGTERM', stopAllThenExit);
 
 /**
  * A command that gets SIGINT or SIGTERM while it runs a cluster (`npm run db:migrate`, a test run)
  * stops the clusters, then exits as the signal would have made it. A process that shuts down in
  * order itself — `npm start` stops the ingestor, which still writes, before the database — takes
- * those signals over. Leaving any other way still stops them (see `runPostgres`).
+ * those signals over: our listeners go, so until it adds its own a signal ends it as by default.
+ * Leaving any other way still stops the servers (see `runPostgres`).
  */
 export function takeOverShutdownSignals(): void {
-  signalsTakenOver = true;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (signalsTakenOver || process.listenerCount(signal) > 1) return;
-    void Promise.allSettled([...stopOnSignal].map((stop) => stop())).then(() => process.exit(128 + constants.signals[signal]));
-  });
+  process.off('SIGINT', stopAllThenExit);
+  process.off('SIGTERM', stopAllThenExit);
 }
 
 /**
