@@ -154,13 +154,21 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE'
-        ? new LocalStackError(`Port ${options.port} on ${host} is already in use, so the realtime server cannot listen there (BFG_REALTIME_PORT).`)
-        : err));
-    server.listen(options.port, host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE'
+          ? new LocalStackError(`Port ${options.port} on ${host} is already in use, so the realtime server cannot listen there. ` +
+              'Stop whatever uses it or choose another port (BFG_REALTIME_PORT).')
+          : err));
+      server.listen(options.port, host, () => resolve());
+    });
+  } catch (err) {
+    // Nothing of a server that never listened may keep the process alive.
+    clearInterval(prune);
+    await feed.stop();
+    throw err;
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   return {
