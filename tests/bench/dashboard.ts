@@ -11,13 +11,13 @@
  * (no long task, the page ends on the stored values); the figures are here, where a busy machine
  * makes a slow run, not a failed test.
  */
-import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import type { Page } from 'playwright-core';
-import { addUser, getFreePort, loadLocalConfig, startLocalStack } from '@bfg/local';
+import { addUser, startLocalStack } from '@bfg/local';
 import { launchBrowser, newContext, signIn } from '../e2e/support/browser.ts';
+import { freePortStackConfig } from '../support/local-stack-config.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 import { waitFor } from '../support/wait-for.ts';
 
@@ -51,15 +51,7 @@ async function watchFrames(page: Page): Promise<() => Promise<{ fps: number; lon
 
 async function main(): Promise<void> {
   const dir = await makeTempDir('bench-dashboard');
-  const config = loadLocalConfig({
-    BFG_DATA_DIR: path.join(dir.path, 'data'),
-    BFG_DB_PORT: String(await getFreePort()),
-    BFG_MQTT_PORT: String(await getFreePort()),
-    BFG_REALTIME_PORT: String(await getFreePort()),
-    BFG_WEB_PORT: String(await getFreePort()),
-    BFG_LISTEN_HOST: '127.0.0.1',
-    BFG_SIMULATE: 'false',
-  });
+  const config = await freePortStackConfig(dir.path, { BFG_SIMULATE: 'false' });
   const stack = await startLocalStack(config, () => undefined);
   const sql = postgres(stack.databaseUrl, { max: 2, onnotice: () => undefined });
   const browser = await launchBrowser();

@@ -1,6 +1,6 @@
-import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { getFreePort, loadLocalConfig, startLocalStack } from '@bfg/local';
+import { startLocalStack } from '@bfg/local';
+import { freePortStackConfig } from '../../support/local-stack-config.ts';
 import { makeTempDir } from '../../support/temp-dir.ts';
 import { startFakeSentry } from './fake-sentry.ts';
 
@@ -24,14 +24,7 @@ declare module 'vitest' {
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const dir = await makeTempDir('e2e');
-  const config = loadLocalConfig({
-    BFG_DATA_DIR: path.join(dir.path, 'data'),
-    BFG_DB_PORT: String(await getFreePort()),
-    BFG_MQTT_PORT: String(await getFreePort()),
-    BFG_REALTIME_PORT: String(await getFreePort()),
-    BFG_WEB_PORT: String(await getFreePort()),
-    BFG_LISTEN_HOST: '127.0.0.1',
-  });
+  const config = await freePortStackConfig(dir.path);
   // The dashboard reports unexpected errors to SENTRY_DSN; here a fake Sentry on loopback.
   const sentry = await startFakeSentry();
   process.env['SENTRY_DSN'] = sentry.dsn;
