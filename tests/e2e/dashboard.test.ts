@@ -4,19 +4,18 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import mqtt from 'mqtt';
 import postgres from 'postgres';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { addUser } from '@bfg/local';
 import { waitFor } from '../support/wait-for.ts';
-import { closeContext, launchBrowser, markDocument, newContext, recordTexts, screenshot, signIn, stillSameDocument } from './support/browser.ts';
+import { closeContext, markDocument, newContext, pagePerTest, recordTexts, screenshot, signIn, stillSameDocument } from './support/browser.ts';
 
 const webUrl = inject('e2eWebUrl');
 const sql = postgres(inject('e2eDatabaseUrl'), { max: 2, onnotice: () => undefined });
 const admin = { email: `admin-${randomBytes(3).toString('hex')}@e2e.test`, password: randomBytes(12).toString('base64url') };
 const member = { email: `member-${randomBytes(3).toString('hex')}@e2e.test`, password: randomBytes(12).toString('base64url') };
 
-let browser: Browser;
-let context: BrowserContext;
+const session = pagePerTest(webUrl);
 let page: Page;
 let demo: { siteId: number; connectionId: number };
 
@@ -27,21 +26,14 @@ beforeAll(async () => {
   const [row] = await sql<{ site_id: string; connection_id: string }[]>`
     select s.id as site_id, c.id as connection_id from site s join mqtt_connection c on c.site_id = s.id where s.slug = 'demo'`;
   demo = { siteId: Number(row!.site_id), connectionId: Number(row!.connection_id) };
-  browser = await launchBrowser();
 });
 
 afterAll(async () => {
-  await browser?.close();
   await sql.end({ timeout: 5 });
 });
 
-beforeEach(async () => {
-  context = await newContext(browser, webUrl);
-  page = await context.newPage();
-});
-
-afterEach(async (ctx) => {
-  await closeContext(context, ctx.task.name, ctx.task.result?.state === 'fail');
+beforeEach(() => {
+  page = session.page;
 });
 
 /** The demo connection's badge on the Connections page. */
@@ -383,7 +375,7 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
   });
 
   it('signs in without JavaScript (form actions work without enhance)', async () => {
-    const noJs = await newContext(browser, webUrl, { javaScriptEnabled: false });
+    const noJs = await newContext(session.browser, webUrl, { javaScriptEnabled: false });
     try {
       const p = await noJs.newPage();
       await p.goto('/login');

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 import postgres from 'postgres';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { addUser } from '@bfg/local';
-import { closeContext, launchBrowser, markDocument, newContext, screenshot, signIn, stillSameDocument } from './support/browser.ts';
+import { markDocument, pagePerTest, screenshot, signIn, stillSameDocument } from './support/browser.ts';
 
 /**
  * The Topics page no longer follows discovered_topic row by row (issue 9): the site's `changes`
@@ -17,8 +17,7 @@ const webUrl = inject('e2eWebUrl');
 const sql = postgres(inject('e2eDatabaseUrl'), { max: 1, onnotice: () => undefined });
 const admin = { email: `topics-${randomBytes(3).toString('hex')}@e2e.test`, password: randomBytes(12).toString('base64url') };
 
-let browser: Browser;
-let context: BrowserContext;
+const session = pagePerTest(webUrl);
 let page: Page;
 let demoConnectionId: number;
 
@@ -26,18 +25,12 @@ beforeAll(async () => {
   await addUser(sql, { ...admin, role: 'admin' });
   const [row] = await sql<{ id: string }[]>`select c.id from mqtt_connection c join site s on s.id = c.site_id where s.slug = 'demo'`;
   demoConnectionId = Number(row!.id);
-  browser = await launchBrowser();
 });
 afterAll(async () => {
-  await browser?.close();
   await sql.end({ timeout: 5 });
 });
-beforeEach(async () => {
-  context = await newContext(browser, webUrl);
-  page = await context.newPage();
-});
-afterEach(async (ctx) => {
-  await closeContext(context, ctx.task.name, ctx.task.result?.state === 'fail');
+beforeEach(() => {
+  page = session.page;
 });
 
 describe('Topics page, live through the site channel', () => {

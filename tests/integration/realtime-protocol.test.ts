@@ -1,45 +1,30 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import { createClient, type RealtimeChannel, type SupabaseClient } from '@supabase/supabase-js';
+import type { RealtimeChannel } from '@supabase/supabase-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { getFreePort, startRealtimeServer, type RealtimeServer } from '@bfg/local';
-import { newUser } from '../support/claims.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { addMember, newSite } from '../support/factories.ts';
-import { signJwt } from '../support/jwt.ts';
-import { follow } from '../support/realtime.ts';
+import { newSite } from '../support/factories.ts';
+import { follow, startRealtimeFixture, type RealtimeFixture } from '../support/realtime.ts';
 
 /**
  * The local Realtime server against the unmodified official client (supabase-js): connect with
  * the anon key, join public and private channels, broadcast, and the error replies of the spec.
  */
 
-const secret = randomBytes(32).toString('hex');
-let db: TestDatabase;
-let server: RealtimeServer;
+let rt: RealtimeFixture;
+let db: RealtimeFixture['db'];
+let server: RealtimeFixture['server'];
 let anonKey: string;
-const clients: SupabaseClient[] = [];
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  server = await startRealtimeServer({ port: await getFreePort(), jwtSecret: secret, sql: db.sql, databaseUrl: db.url });
-  anonKey = await signJwt(secret, { role: 'anon', iss: 'supabase' });
+  rt = await startRealtimeFixture();
+  ({ db, server, anonKey } = rt);
 });
-afterEach(async () => {
-  for (const client of clients.splice(0)) await client.removeAllChannels();
-});
-afterAll(async () => {
-  await server?.close();
-  await db?.drop();
-});
+afterEach(() => rt.reset());
+afterAll(() => rt?.close());
 
 /** A supabase-js client; with a user token, Realtime uses it (as after sign-in) for every join. */
-async function client(accessToken?: string): Promise<SupabaseClient> {
-  const supabase = createClient(server.url, anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
-  if (accessToken) await supabase.realtime.setAuth(accessToken);
-  clients.push(supabase);
-  return supabase;
-}
+const client = (accessToken?: string) => rt.client(accessToken);
+const userToken = (options: { member?: string; admin?: boolean; expiresIn?: number } = {}) => rt.userToken(options);
 
 /**
  * Subscribes and resolves with the first terminal status (and its error, if any); for a channel
@@ -54,15 +39,6 @@ async function subscribe(channel: RealtimeChannel): Promise<{ status: string; er
   if (status === 'SUBSCRIBED' && hasFeed) await followed.feedLive();
   const error = followed.errors.at(-1);
   return error ? { status, error } : { status };
-}
-
-async function userToken(options: { member?: string; admin?: boolean; expiresIn?: number } = {}): Promise<string> {
-  const id = await newUser(db.sql);
-  if (options.member) await addMember(db.sql, options.member, id);
-  return signJwt(secret, {
-    sub: id, role: 'authenticated', email: `${id}@example.test`,
-    app_metadata: options.admin ? { provider: 'email', role: 'admin' } : { provider: 'email' },
-  }, options.expiresIn ?? 3600);
 }
 
 describe('local Realtime server with supabase-js', () => {

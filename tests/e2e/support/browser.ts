@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 
 /** Screenshots (and traces of failed tests) stay here after the run, for CI to keep as artifacts. */
 export const artifactsDir = path.resolve(import.meta.dirname, '../../../test-results/e2e');
@@ -30,6 +31,37 @@ export async function closeContext(context: BrowserContext, name: string, failed
     await context.tracing.stop();
   }
   await context.close();
+}
+
+/**
+ * The hooks every e2e file needs: one browser for the file, a fresh traced context and page per
+ * test (its trace kept when the test failed). Read `page` inside tests or hooks registered after.
+ */
+export function pagePerTest(baseURL: string): { readonly browser: Browser; readonly page: Page } {
+  let browser: Browser | undefined;
+  let context: BrowserContext | undefined;
+  let page: Page | undefined;
+  beforeAll(async () => {
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+  beforeEach(async () => {
+    context = await newContext(browser!, baseURL);
+    page = await context.newPage();
+  });
+  afterEach(async (ctx) => {
+    if (context) await closeContext(context, ctx.task.name, ctx.task.result?.state === 'fail');
+  });
+  return {
+    get browser() {
+      return browser!;
+    },
+    get page() {
+      return page!;
+    },
+  };
 }
 
 export async function screenshot(page: Page, name: string): Promise<void> {

@@ -30,7 +30,7 @@ export interface CheckedTable {
 export class RowAccess {
   private readonly rls = new Map<number, Cached<boolean>>();
   private readonly columns = new Map<string, Cached<Set<string>>>();
-  private readonly keyTypes = new Map<number, Cached<Map<string, string>>>();
+  private readonly sqlTypes = new Map<number, Cached<Map<string, string>>>();
   private readonly sql: Sql;
 
   constructor(sql: Sql) {
@@ -64,8 +64,8 @@ export class RowAccess {
     });
   }
 
-  private primaryKeyTypes(oid: number): Promise<Map<string, string>> {
-    return this.cached(this.keyTypes, oid, async () => {
+  private columnSqlTypes(oid: number): Promise<Map<string, string>> {
+    return this.cached(this.sqlTypes, oid, async () => {
       const rows = await this.sql<{ name: string; type: string }[]>`
         select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
         where a.attrelid = ${oid} and a.attnum > 0 and not a.attisdropped`;
@@ -79,7 +79,7 @@ export class RowAccess {
    */
   async visibleRows(claims: Claims, checks: { table: CheckedTable; keys: string[][] }[]): Promise<Set<number>[]> {
     const statements = await Promise.all(checks.map(async ({ table }) => {
-      const types = await this.primaryKeyTypes(table.oid);
+      const types = await this.columnSqlTypes(table.oid);
       const conditions = table.primaryKey.map((column, i) => {
         const type = types.get(column) ?? 'text';
         // format_type() output is valid SQL type syntax; the column name is quoted.
