@@ -23,7 +23,9 @@ const server = http.createServer((req, res) => {
   });
 });
 
-server.listen(port, host, () => console.log(`Listening on ${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`));
+server.listen(port, host, () =>
+  console.log(`Listening on ${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`),
+);
 
 // Graceful stop: finish open requests, close idle keep-alive sockets; force after 10 s.
 let stopping = false;

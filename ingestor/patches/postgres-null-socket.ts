@@ -27,7 +27,9 @@ for (const file of ['src/connection.js', 'cjs/src/connection.js']) {
   const text = fs.readFileSync(target, 'utf8');
   if (text.includes(MARKER)) continue;
   if (!text.includes(ORIGINAL)) {
-    throw new Error(`${target}: nextWrite changed; check whether postgres.js fixed the null-socket crash and drop ingestor/patches/postgres-null-socket.ts`);
+    throw new Error(
+      `${target}: nextWrite changed; check whether postgres.js fixed the null-socket crash and drop ingestor/patches/postgres-null-socket.ts`,
+    );
   }
   fs.writeFileSync(target, text.replace(ORIGINAL, PATCHED));
   console.log(`patched ${path.relative(process.cwd(), target)} (null-socket guard)`);

@@ -8,7 +8,10 @@
  *
  * Delays for base 250 ms, cap 30 s: ~0.2–0.25, 0.4–0.5, 0.75–1, 1.5–2, 3–4, 6–8, 12–16, 15–30 s, …
  */
-export function backoffDelay(attempt: number, options: { baseMs?: number; maxMs: number; random?: () => number }): number {
+export function backoffDelay(
+  attempt: number,
+  options: { baseMs?: number; maxMs: number; random?: () => number },
+): number {
   const base = options.baseMs ?? 250;
   const random = options.random ?? Math.random;
   const exponential = Math.min(options.maxMs, base * 2 ** Math.max(0, attempt));

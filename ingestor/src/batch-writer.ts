@@ -104,7 +104,8 @@ export class BatchWriter {
     } finally {
       clearTimeout(deadline);
       this.closed = true;
-      for (const p of this.queue.splice(0)) p.reject(new WriterClosedError('the writer closed before this message was written'));
+      for (const p of this.queue.splice(0))
+        p.reject(new WriterClosedError('the writer closed before this message was written'));
       this.wakeRoomWaiters();
     }
   }
@@ -139,7 +140,13 @@ export class BatchWriter {
     let outageLogged = false;
     for (let attempt = 0; ; attempt++) {
       try {
-        const stats = await this.sql.begin((tx) => writeBatch(tx, batch.map((p) => p.message), this.sensorIds));
+        const stats = await this.sql.begin((tx) =>
+          writeBatch(
+            tx,
+            batch.map((p) => p.message),
+            this.sensorIds,
+          ),
+        );
         this.totals.messages += stats.messages;
         this.totals.readings += stats.readings;
         this.totals.inserted += stats.inserted;
@@ -165,7 +172,10 @@ export class BatchWriter {
           return;
         }
         if (!outageLogged) {
-          this.logger.warn({ err: coerceError(err), messages: batch.length }, 'database unreachable; holding messages unacknowledged and retrying');
+          this.logger.warn(
+            { err: coerceError(err), messages: batch.length },
+            'database unreachable; holding messages unacknowledged and retrying',
+          );
           outageLogged = true;
         }
         this.totals.retries += 1;
@@ -180,7 +190,10 @@ export class BatchWriter {
    * the parsing log and is acknowledged, so it cannot block the stream.
    */
   private async writeOneByOne(batch: Pending[], cause: Error): Promise<void> {
-    this.logger.warn({ err: cause, messages: batch.length }, 'batch refused by the database; retrying its messages one by one');
+    this.logger.warn(
+      { err: cause, messages: batch.length },
+      'batch refused by the database; retrying its messages one by one',
+    );
     for (const p of batch) {
       try {
         await this.sql.begin((tx) => writeBatch(tx, [p.message], this.sensorIds));
@@ -205,7 +218,10 @@ export class BatchWriter {
         try {
           await this.sql.begin((tx) => writeBatch(tx, [failed], this.sensorIds));
         } catch (logErr) {
-          this.logger.error({ err: coerceError(logErr), topic: failed.topic }, 'could not record a refused message; dropping it');
+          this.logger.error(
+            { err: coerceError(logErr), topic: failed.topic },
+            'could not record a refused message; dropping it',
+          );
         }
         p.resolve();
       }

@@ -72,12 +72,22 @@ export class BrokerSession {
   private readonly deps: SessionDeps;
   readonly subscriptions: BrokerSubscriptions;
 
-  constructor(row: ConnectionRow, patterns: readonly TopicPattern[], deps: SessionDeps, subscriptions: BrokerSubscriptions) {
+  constructor(
+    row: ConnectionRow,
+    patterns: readonly TopicPattern[],
+    deps: SessionDeps,
+    subscriptions: BrokerSubscriptions,
+  ) {
     this.currentRow = row;
     this.deps = deps;
     this.subscriptions = subscriptions;
     this.fingerprint = settingsFingerprint(row);
-    this.context = { connectionId: row.id, siteId: row.siteId, siteSlug: row.siteSlug, matcher: new TopicMatcher(patterns) };
+    this.context = {
+      connectionId: row.id,
+      siteId: row.siteId,
+      siteSlug: row.siteSlug,
+      matcher: new TopicMatcher(patterns),
+    };
     this.log = deps.logger.child({ connectionId: row.id, broker: describeBroker(row) });
   }
 
@@ -131,7 +141,12 @@ export class BrokerSession {
       // is still working on, and a paused session never finishes its last one, so the graceful end
       // gets a short deadline before the socket is simply closed (the broker then redelivers
       // whatever was not acknowledged; writes are idempotent).
-      const graceful = this.connected ? client.endAsync(false).then(() => true, () => false) : Promise.resolve(false);
+      const graceful = this.connected
+        ? client.endAsync(false).then(
+            () => true,
+            () => false,
+          )
+        : Promise.resolve(false);
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), STOP_GRACE_MS);
@@ -149,8 +164,12 @@ export class BrokerSession {
     this.lastError = null;
     const wasConnected = this.everConnected;
     this.everConnected = true;
-    this.report('connected', sessionPresent ? 'connected; the broker kept our session' : 'connected',
-      wasConnected ? 'reconnect' : 'connect', 'info');
+    this.report(
+      'connected',
+      sessionPresent ? 'connected; the broker kept our session' : 'connected',
+      wasConnected ? 'reconnect' : 'connect',
+      'info',
+    );
     // Every connect: a kept session may still lack filters added, or hold filters removed, while
     // we were away (or before this process started); a new one holds nothing yet.
     this.subscriptions.connected(sessionPresent, this.row.protocolVersion);
@@ -197,7 +216,8 @@ export class BrokerSession {
     if (unsubscribed.length > 0) parts.push(`unsubscribed from ${unsubscribed.join(', ')}`);
     if (renewed.length > 0) parts.push(`renewed ${renewed.join(', ')}`);
     if (refused.length > 0) parts.push(`the broker refused ${refused.map(describeCode).join(', ')}`);
-    if (keptByBroker.length > 0) parts.push(`the broker refused to unsubscribe ${keptByBroker.map(describeCode).join(', ')}`);
+    if (keptByBroker.length > 0)
+      parts.push(`the broker refused to unsubscribe ${keptByBroker.map(describeCode).join(', ')}`);
     const failed = refused.length > 0 || keptByBroker.length > 0;
     this.report('connected', parts.join('; '), 'subscribe', failed ? 'warn' : 'info');
   }
@@ -211,11 +231,17 @@ export class BrokerSession {
     if (this.stopping) return;
     const delay = backoffDelay(this.attempt++, { maxMs: this.deps.options.reconnectMaxMs });
     const reason = this.lastError ?? 'connection closed';
-    if (wasConnected) this.report('reconnecting', `connection lost (${reason}); reconnecting in ${delay} ms`, 'disconnect', 'warn');
+    if (wasConnected)
+      this.report('reconnecting', `connection lost (${reason}); reconnecting in ${delay} ms`, 'disconnect', 'warn');
     else this.report('error', `${reason}; retrying in ${delay} ms`, 'error', 'error');
     this.retryTimer = setTimeout(() => {
       if (this.stopping) return;
-      this.report(this.everConnected ? 'reconnecting' : 'connecting', `reconnecting (attempt ${this.attempt + 1})`, 'reconnect', 'info');
+      this.report(
+        this.everConnected ? 'reconnecting' : 'connecting',
+        `reconnecting (attempt ${this.attempt + 1})`,
+        'reconnect',
+        'info',
+      );
       this.client?.reconnect();
     }, delay);
   }
@@ -281,7 +307,12 @@ export class BrokerSession {
     }
   }
 
-  private report(status: Parameters<StatusReporter['report']>[0]['status'], detail: string, event: Parameters<StatusReporter['report']>[0]['event'], level: LogLevel): void {
+  private report(
+    status: Parameters<StatusReporter['report']>[0]['status'],
+    detail: string,
+    event: Parameters<StatusReporter['report']>[0]['event'],
+    level: LogLevel,
+  ): void {
     this.log[level]({ status, event }, detail);
     this.deps.reporter.report({ connectionId: this.row.id, status, detail, event, level });
   }

@@ -107,7 +107,11 @@ export class BrokerSubscriptions {
    * precede a SUBSCRIBE cannot be written; a failure of the final write only leaves the record a
    * superset, which `needsSync` reports until a later sync writes it.
    */
-  async sync(client: MqttClient, wanted: readonly string[], protocolVersion: 4 | 5): Promise<SubscriptionChange | null> {
+  async sync(
+    client: MqttClient,
+    wanted: readonly string[],
+    protocolVersion: 4 | 5,
+  ): Promise<SubscriptionChange | null> {
     const { subscribe, unsubscribe } = this.plan(wanted);
     const change: SubscriptionChange = { subscribed: [], renewed: [], unsubscribed: [], refused: [], keptByBroker: [] };
     const valid = subscribe.filter((filter) => validateTopic(filter));
@@ -214,7 +218,7 @@ function unsubscribeWithCodes(client: MqttClient, filters: string[]): Promise<nu
   return new Promise((resolve, reject) => {
     client.unsubscribe(filters, {}, (err, packet) => {
       if (err) reject(err);
-      else resolve(packet && 'granted' in packet && Array.isArray(packet.granted) ? packet.granted as number[] : []);
+      else resolve(packet && 'granted' in packet && Array.isArray(packet.granted) ? (packet.granted as number[]) : []);
     });
   });
 }

@@ -33,7 +33,10 @@ const envSchema = z.object({
   /** How often last_message_at is written (it is not written per message). */
   BFG_STATUS_FLUSH_MS: ms(5_000),
   /** Keep messages no pattern accepted in mqtt_message_archive (for replay when a pattern is added). */
-  BFG_ARCHIVE_UNMATCHED: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  BFG_ARCHIVE_UNMATCHED: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true'),
   /** Receive Maximum sent to MQTT 5 brokers: how many QoS 1 messages may await our PUBACK. */
   BFG_MQTT_RECEIVE_MAXIMUM: z.coerce.number().int().min(1).max(65535).default(10_000),
   /**

@@ -65,9 +65,18 @@ export class DiscoveryAggregator {
       return;
     }
     this.entries.set(key, {
-      connectionId: m.connectionId, topic: m.topic, firstSeenAt: m.receivedAt, lastSeenAt: m.receivedAt, messageCount: 1,
-      lastPayload: m.excerpt, lastPayloadBytes: m.payloadBytes, lastQos: m.qos, lastRetained: m.retained,
-      isProcessable: m.isProcessable, matchedTopicId: m.matchedTopicId, lastError,
+      connectionId: m.connectionId,
+      topic: m.topic,
+      firstSeenAt: m.receivedAt,
+      lastSeenAt: m.receivedAt,
+      messageCount: 1,
+      lastPayload: m.excerpt,
+      lastPayloadBytes: m.payloadBytes,
+      lastQos: m.qos,
+      lastRetained: m.retained,
+      isProcessable: m.isProcessable,
+      matchedTopicId: m.matchedTopicId,
+      lastError,
     });
     if (this.entries.size >= this.options.maxTopics) void this.flush();
   }
@@ -107,7 +116,10 @@ export class DiscoveryAggregator {
         this.dropped = 0;
       }
     } catch (err) {
-      this.logger.warn({ err: coerceError(err), topics: batch.size }, 'discovery flush failed; keeping aggregates for the next one');
+      this.logger.warn(
+        { err: coerceError(err), topics: batch.size },
+        'discovery flush failed; keeping aggregates for the next one',
+      );
       for (const [key, old] of batch) {
         const newer = this.entries.get(key);
         if (newer) {

@@ -24,7 +24,11 @@ export interface Ingestor {
 }
 
 /** Wires the ingestor's parts; `main.ts` adds the process concerns (env, signals, exit codes). */
-export function createIngestor(config: IngestorConfig, logger: Logger, options: { registry?: ParserRegistry } = {}): Ingestor {
+export function createIngestor(
+  config: IngestorConfig,
+  logger: Logger,
+  options: { registry?: ParserRegistry } = {},
+): Ingestor {
   const sql = createDb(config.DATABASE_URL);
   const connectionFile = createFileLogger(config.BFG_LOG_DIR, 'connections', 'info');
   const parsingFile = createFileLogger(config.BFG_LOG_DIR, 'parsing', 'info');
@@ -35,8 +39,17 @@ export function createIngestor(config: IngestorConfig, logger: Logger, options: 
     maxRetryDelayMs: 5_000,
     onParsingFailures: (rows) => {
       for (const row of rows) {
-        parsingFile.warn({ connectionId: row.connectionId, topic: row.topic, parser: row.parser, kind: row.kind,
-          issuePaths: row.issuePaths, count: row.count }, row.message);
+        parsingFile.warn(
+          {
+            connectionId: row.connectionId,
+            topic: row.topic,
+            parser: row.parser,
+            kind: row.kind,
+            issuePaths: row.issuePaths,
+            count: row.count,
+          },
+          row.message,
+        );
       }
     },
   });

@@ -8,8 +8,21 @@ export type { Logger } from 'pino';
  * settings are logged through `describeBroker` (no secrets); these catch anything that slips in.
  */
 const REDACT = [
-  'password', '*.password', '*.*.password', 'secret', '*.secret', 'clientKey', '*.clientKey', 'client_key',
-  '*.client_key', 'caCert', 'clientCert', '*.key', 'databaseUrl', 'DATABASE_URL', '*.DATABASE_URL',
+  'password',
+  '*.password',
+  '*.*.password',
+  'secret',
+  '*.secret',
+  'clientKey',
+  '*.clientKey',
+  'client_key',
+  '*.client_key',
+  'caCert',
+  'clientCert',
+  '*.key',
+  'databaseUrl',
+  'DATABASE_URL',
+  '*.DATABASE_URL',
 ];
 
 /** The root logger: JSON lines on stdout. */
@@ -24,7 +37,14 @@ export function createRootLogger(level: string, bindings: Record<string, unknown
 export function createFileLogger(dir: string, name: string, level: string): Logger {
   const transport = pino.transport({
     target: 'pino-roll',
-    options: { file: path.join(dir, name), frequency: 'daily', size: '10m', mkdir: true, limit: { count: 14 }, extension: '.log' },
+    options: {
+      file: path.join(dir, name),
+      frequency: 'daily',
+      size: '10m',
+      mkdir: true,
+      limit: { count: 14 },
+      extension: '.log',
+    },
   });
   return pino({ level, redact: { paths: REDACT, censor: '[redacted]' } }, transport);
 }

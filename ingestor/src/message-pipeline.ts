@@ -85,12 +85,22 @@ export function processMessage(
   const fail = (kind: FailureKind, parser: string | null, text: string, issuePaths: string[] = []) => {
     const scope = result.matchedTopicId ?? result.topic;
     const paths = issuePaths.map(pgText);
-    result.failure = { kind, parser, message: pgText(text), issuePaths: paths, fingerprint: fingerprint([ctx.connectionId, scope, parser, kind, text, ...paths]) };
+    result.failure = {
+      kind,
+      parser,
+      message: pgText(text),
+      issuePaths: paths,
+      fingerprint: fingerprint([ctx.connectionId, scope, parser, kind, text, ...paths]),
+    };
     return result;
   };
 
   if (message.topic.length > MAX_TOPIC_LENGTH) {
-    return fail('invalid_topic', null, `topic is ${message.topic.length} characters long; at most ${MAX_TOPIC_LENGTH} are parsed`);
+    return fail(
+      'invalid_topic',
+      null,
+      `topic is ${message.topic.length} characters long; at most ${MAX_TOPIC_LENGTH} are parsed`,
+    );
   }
   const match = ctx.matcher.match(message.topic);
   const parser = match ? registry.get(match.pattern.parser) : undefined;
@@ -109,17 +119,23 @@ export function processMessage(
     return result;
   }
   result.matchedTopicId = match.pattern.id;
-  if (!parser) return fail('unknown_parser', match.pattern.parser, `no parser "${match.pattern.parser}" in this ingestor`);
+  if (!parser)
+    return fail('unknown_parser', match.pattern.parser, `no parser "${match.pattern.parser}" in this ingestor`);
   result.isProcessable = true;
 
   if (payload.length > options.maxPayloadBytes) {
-    return fail('too_large', parser.key, `payload of ${payload.length} bytes is over the ${options.maxPayloadBytes}-byte limit`);
+    return fail(
+      'too_large',
+      parser.key,
+      `payload of ${payload.length} bytes is over the ${options.maxPayloadBytes}-byte limit`,
+    );
   }
   let json: unknown;
   try {
     json = JSON.parse(utf8.decode(payload));
   } catch (err) {
-    const reason = err instanceof TypeError ? 'payload is not valid UTF-8' : `payload is not JSON (${(err as Error).message})`;
+    const reason =
+      err instanceof TypeError ? 'payload is not valid UTF-8' : `payload is not JSON (${(err as Error).message})`;
     return fail('invalid_json', parser.key, reason.slice(0, 300));
   }
   const parsed = parser.parse(json, {

@@ -98,7 +98,11 @@ export class SiteChangeBroadcaster {
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
         // The payload is empty by design: the outbox says what to send.
-        const subscription = await this.sql.listen(SITE_CHANGES_CHANNEL, () => void this.flush(), () => void this.flush());
+        const subscription = await this.sql.listen(
+          SITE_CHANGES_CHANNEL,
+          () => void this.flush(),
+          () => void this.flush(),
+        );
         this.unlisten = () => subscription.unlisten();
         return;
       } catch (err) {

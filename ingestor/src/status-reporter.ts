@@ -38,7 +38,10 @@ export class StatusReporter {
 
   report(change: Omit<StatusChange, 'at'>): void {
     const full = { ...change, at: new Date() };
-    this.fileLog[change.level]({ connectionId: change.connectionId, event: change.event, status: change.status, detail: change.detail }, 'connection');
+    this.fileLog[change.level](
+      { connectionId: change.connectionId, event: change.event, status: change.status, detail: change.detail },
+      'connection',
+    );
     this.latest.set(change.connectionId, full);
     this.log.push(full);
     if (this.log.length > MAX_PENDING_LOG_ROWS) this.log.splice(0, this.log.length - MAX_PENDING_LOG_ROWS);
@@ -71,9 +74,11 @@ export class StatusReporter {
       await writeLastMessageAt(this.sql, activity);
     } catch (err) {
       this.logger.warn({ err: coerceError(err) }, 'could not write connection status; will retry');
-      for (const change of latest) if (!this.latest.has(change.connectionId)) this.latest.set(change.connectionId, change);
+      for (const change of latest)
+        if (!this.latest.has(change.connectionId)) this.latest.set(change.connectionId, change);
       this.log = [...log, ...this.log].slice(-MAX_PENDING_LOG_ROWS);
-      for (const { connectionId, at } of activity) if (!this.activity.has(connectionId)) this.activity.set(connectionId, at);
+      for (const { connectionId, at } of activity)
+        if (!this.activity.has(connectionId)) this.activity.set(connectionId, at);
     }
   }
 }

@@ -3,7 +3,12 @@ import { BrokerSession, type SessionDeps } from './broker-session.ts';
 import { settingsFingerprint } from './broker-options.ts';
 import { BrokerSubscriptions } from './broker-subscriptions.ts';
 import type { Db } from './db.ts';
-import { loadActiveConnections, loadActivePatterns, recordSessionFilters, type ConnectionRow } from './sql/connections.ts';
+import {
+  loadActiveConnections,
+  loadActivePatterns,
+  recordSessionFilters,
+  type ConnectionRow,
+} from './sql/connections.ts';
 
 export interface SupervisorEvents {
   reconciled: [{ started: string[]; stopped: string[]; restarted: string[] }];
@@ -21,7 +26,6 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   private readonly deps: SessionDeps;
 
-
   constructor(sql: Db, deps: SessionDeps) {
     super();
     this.sql = sql;
@@ -38,7 +42,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   async reconcile(): Promise<void> {
     const rows = await loadActiveConnections(this.sql);
-    const patterns = await loadActivePatterns(this.sql, rows.map((r) => r.id));
+    const patterns = await loadActivePatterns(
+      this.sql,
+      rows.map((r) => r.id),
+    );
     const wanted = new Map(rows.map((r) => [r.id, r]));
     const started: string[] = [];
     const stopped: string[] = [];

@@ -6,7 +6,14 @@
  */
 
 /** mqtt_connection.status: what the ingestor observes of a connection. */
-export const connectionStatuses = ['disconnected', 'connecting', 'connected', 'reconnecting', 'error', 'disabled'] as const;
+export const connectionStatuses = [
+  'disconnected',
+  'connecting',
+  'connected',
+  'reconnecting',
+  'error',
+  'disabled',
+] as const;
 export type ConnectionStatus = (typeof connectionStatuses)[number];
 
 /** mqtt_connection_log.event. */
@@ -18,5 +25,12 @@ export const logLevels = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof logLevels)[number];
 
 /** mqtt_parsing_log.kind: why a payload could not be ingested. */
-export const parsingLogKinds = ['invalid_json', 'schema', 'unknown_parser', 'too_large', 'processing', 'invalid_topic'] as const;
+export const parsingLogKinds = [
+  'invalid_json',
+  'schema',
+  'unknown_parser',
+  'too_large',
+  'processing',
+  'invalid_topic',
+] as const;
 export type ParsingLogKind = (typeof parsingLogKinds)[number];

@@ -1,11 +1,19 @@
 import type { TransactionSql } from 'postgres';
 import type { ProcessedMessage } from './message-pipeline.ts';
 import {
-  upsertDataloggers, upsertGateways, upsertSensors,
-  type DataloggerUpsert, type GatewayUpsert, type SensorUpsert,
+  upsertDataloggers,
+  upsertGateways,
+  upsertSensors,
+  type DataloggerUpsert,
+  type GatewayUpsert,
+  type SensorUpsert,
 } from './sql/upsert-devices.ts';
 import {
-  insertArchive, upsertParsingLog, type ArchiveInsert, type ParsingLogTopicCount, type ParsingLogUpsert,
+  insertArchive,
+  upsertParsingLog,
+  type ArchiveInsert,
+  type ParsingLogTopicCount,
+  type ParsingLogUpsert,
 } from './sql/write-logs.ts';
 import { insertReadings, updateLatestValues, type ReadingInsert } from './sql/write-readings.ts';
 
@@ -31,13 +39,24 @@ const ARCHIVE_LIMIT_PER_BATCH = 1_000;
  * per device, so each row is touched once), then readings in bulk, the latest value per sensor,
  * the aggregated parsing errors and the archive of unmatched messages.
  */
-export async function writeBatch(tx: TransactionSql, batch: readonly ProcessedMessage[], sensorIds: SensorIdCache): Promise<BatchStats> {
+export async function writeBatch(
+  tx: TransactionSql,
+  batch: readonly ProcessedMessage[],
+  sensorIds: SensorIdCache,
+): Promise<BatchStats> {
   const gateways = new Map<string, GatewayUpsert>();
   for (const m of batch) {
     for (const g of m.rows?.gateways ?? []) {
       const key = `${m.siteId}/${g.ident}`;
       const row = gateways.get(key) ?? {
-        siteId: m.siteId, ident: g.ident, lastSeenAt: m.receivedAt, online: null, firmware: null, uptimeS: null, rssiDbm: null, statusAt: null,
+        siteId: m.siteId,
+        ident: g.ident,
+        lastSeenAt: m.receivedAt,
+        online: null,
+        firmware: null,
+        uptimeS: null,
+        rssiDbm: null,
+        statusAt: null,
       };
       if (m.receivedAt > row.lastSeenAt) row.lastSeenAt = m.receivedAt;
       if (g.online !== undefined && (!row.statusAt || (g.statusAt ?? m.receivedAt) >= row.statusAt)) {
@@ -59,7 +78,15 @@ export async function writeBatch(tx: TransactionSql, batch: readonly ProcessedMe
       if (!gatewayId) throw new Error(`parser output names gateway "${d.gatewayIdent}" without listing it`);
       const key = `${gatewayId}/${d.ident}`;
       const row = dataloggers.get(key) ?? {
-        siteId: m.siteId, gatewayId, ident: d.ident, lastSeenAt: m.receivedAt, model: null, serial: null, firmware: null, intervalS: null, infoAt: null,
+        siteId: m.siteId,
+        gatewayId,
+        ident: d.ident,
+        lastSeenAt: m.receivedAt,
+        model: null,
+        serial: null,
+        firmware: null,
+        intervalS: null,
+        infoAt: null,
       };
       if (m.receivedAt > row.lastSeenAt) row.lastSeenAt = m.receivedAt;
       if (d.infoAt !== undefined) {
@@ -89,8 +116,12 @@ export async function writeBatch(tx: TransactionSql, batch: readonly ProcessedMe
       if (!hasDetails && (sensorIds.has(key) || sensorsToUpsert.has(key))) continue;
       const previous = sensorsToUpsert.get(key);
       sensorsToUpsert.set(key, {
-        siteId: m.siteId, dataloggerId: dlId, ident: s.ident,
-        name: s.name ?? previous?.name ?? null, kind: s.kind ?? previous?.kind ?? null, unit: s.unit ?? previous?.unit ?? null,
+        siteId: m.siteId,
+        dataloggerId: dlId,
+        ident: s.ident,
+        name: s.name ?? previous?.name ?? null,
+        kind: s.kind ?? previous?.kind ?? null,
+        unit: s.unit ?? previous?.unit ?? null,
       });
     }
   }
@@ -117,7 +148,14 @@ export async function writeBatch(tx: TransactionSql, batch: readonly ProcessedMe
   const archive: ArchiveInsert[] = [];
   for (const m of batch) {
     if (m.archivePayload && archive.length < ARCHIVE_LIMIT_PER_BATCH) {
-      archive.push({ connectionId: m.connectionId, topic: m.topic, payload: m.archivePayload, qos: m.qos, retained: m.retained, receivedAt: m.receivedAt });
+      archive.push({
+        connectionId: m.connectionId,
+        topic: m.topic,
+        payload: m.archivePayload,
+        qos: m.qos,
+        retained: m.retained,
+        receivedAt: m.receivedAt,
+      });
     }
   }
   await insertArchive(tx, archive);
@@ -140,9 +178,18 @@ export function aggregateFailures(batch: readonly ProcessedMessage[]): ParsingLo
     } else {
       entry = {
         row: {
-          connectionId: m.connectionId, fingerprint: f.fingerprint, topic: m.topic, parser: f.parser, kind: f.kind,
-          message: f.message, issuePaths: f.issuePaths, payloadExcerpt: m.excerpt, count: 1, firstSeenAt: m.receivedAt,
-          lastSeenAt: m.receivedAt, topics: [],
+          connectionId: m.connectionId,
+          fingerprint: f.fingerprint,
+          topic: m.topic,
+          parser: f.parser,
+          kind: f.kind,
+          message: f.message,
+          issuePaths: f.issuePaths,
+          payloadExcerpt: m.excerpt,
+          count: 1,
+          firstSeenAt: m.receivedAt,
+          lastSeenAt: m.receivedAt,
+          topics: [],
         },
         topics: new Map(),
       };

@@ -14,7 +14,9 @@ import { getFreePort, migrate, startEmbeddedPostgres } from '@bfg/local';
 import { loadReadings } from '../../web/src/lib/server/queries/readings.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 
-const { values } = parseArgs({ options: { days: { type: 'string', default: '30' }, interval: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: { days: { type: 'string', default: '30' }, interval: { type: 'string', default: '5' } },
+});
 const DAYS = Number(values.days);
 const INTERVAL_S = Number(values.interval);
 const RUNS = 5;
@@ -23,7 +25,11 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main(): Promise<void> {
   const dir = await makeTempDir('bench-chart');
-  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir.path, 'pg'), port: await getFreePort(), password: randomBytes(12).toString('hex') });
+  const pg = await startEmbeddedPostgres({
+    dataDir: path.join(dir.path, 'pg'),
+    port: await getFreePort(),
+    password: randomBytes(12).toString('hex'),
+  });
   const sql = postgres(pg.urlFor('postgres'), { max: 2, onnotice: () => undefined });
   try {
     await migrate(sql);
@@ -31,9 +37,15 @@ async function main(): Promise<void> {
     const [site] = await sql<{ id: string }[]>`insert into site (slug, name) values ('bench', 'Bench') returning id`;
     await sql`insert into auth.users (id, email) values (${userId}, 'bench@example.com')`;
     await sql`insert into site_member (site_id, user_id) values (${site!.id}, ${userId})`;
-    const [gw] = await sql<{ id: string }[]>`insert into gateway (site_id, ident) values (${site!.id}, 'gw') returning id`;
-    const [dl] = await sql<{ id: string }[]>`insert into datalogger (site_id, gateway_id, ident) values (${site!.id}, ${gw!.id}, 'dl') returning id`;
-    const [sensor] = await sql<{ id: string }[]>`insert into sensor (site_id, datalogger_id, ident, unit) values (${site!.id}, ${dl!.id}, 's', '°C') returning id`;
+    const [gw] = await sql<
+      { id: string }[]
+    >`insert into gateway (site_id, ident) values (${site!.id}, 'gw') returning id`;
+    const [dl] = await sql<
+      { id: string }[]
+    >`insert into datalogger (site_id, gateway_id, ident) values (${site!.id}, ${gw!.id}, 'dl') returning id`;
+    const [sensor] = await sql<
+      { id: string }[]
+    >`insert into sensor (site_id, datalogger_id, ident, unit) values (${site!.id}, ${dl!.id}, 's', '°C') returning id`;
     const sensorId = Number(sensor!.id);
     const started = performance.now();
     await sql`select private.ensure_sensor_reading_partitions(0)`;
@@ -45,16 +57,24 @@ async function main(): Promise<void> {
         returning 1)
       select count(*)::int as rows from ins`;
     await sql`analyze sensor_reading`;
-    console.log(`bench:chart — 1 sensor, ${rows.toLocaleString()} readings over ${DAYS} days (every ${INTERVAL_S} s), filled in ${Math.round(performance.now() - started)} ms; RLS on (site member), median of ${RUNS} runs\n`);
+    console.log(
+      `bench:chart — 1 sensor, ${rows.toLocaleString()} readings over ${DAYS} days (every ${INTERVAL_S} s), filled in ${Math.round(performance.now() - started)} ms; RLS on (site member), median of ${RUNS} runs\n`,
+    );
     const claims = JSON.stringify({ sub: userId, role: 'authenticated', app_metadata: {} });
-    const asMember = <T>(work: (tx: postgres.TransactionSql) => Promise<T>) => sql.begin(async (tx) => {
-      await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${claims}, true)`;
-      return work(tx);
-    }) as Promise<T>;
+    const asMember = <T>(work: (tx: postgres.TransactionSql) => Promise<T>) =>
+      sql.begin(async (tx) => {
+        await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${claims}, true)`;
+        return work(tx);
+      }) as Promise<T>;
 
     console.log('| range | raw rows (baseline) | raw fetch | chart query (bucketed) | points | bucket |');
     console.log('| --- | --- | --- | --- | --- | --- |');
-    for (const [label, seconds] of [['1h', 3600], ['24h', 86_400], ['7d', 604_800], ['30d', 2_592_000]] as const) {
+    for (const [label, seconds] of [
+      ['1h', 3600],
+      ['24h', 86_400],
+      ['7d', 604_800],
+      ['30d', 2_592_000],
+    ] as const) {
       if (seconds > DAYS * 86_400) continue;
       const to = new Date();
       const from = new Date(to.getTime() - seconds * 1000);
@@ -65,7 +85,10 @@ async function main(): Promise<void> {
       let bucketS = 0;
       for (let run = 0; run < RUNS; run++) {
         let t = performance.now();
-        const rowsRaw = await asMember((tx) => tx`select ts, value from sensor_reading where sensor_id = ${sensorId} and ts >= ${from} and ts < ${to} order by ts`);
+        const rowsRaw = await asMember(
+          (tx) =>
+            tx`select ts, value from sensor_reading where sensor_id = ${sensorId} and ts >= ${from} and ts < ${to} order by ts`,
+        );
         raw.push(performance.now() - t);
         rawCount = rowsRaw.length;
         t = performance.now();
@@ -74,7 +97,9 @@ async function main(): Promise<void> {
         points = series.t.length;
         bucketS = series.bucketS;
       }
-      console.log(`| ${label} | ${rawCount.toLocaleString()} | ${median(raw).toFixed(1)} ms | ${median(chart).toFixed(1)} ms | ${points} | ${bucketS} s |`);
+      console.log(
+        `| ${label} | ${rawCount.toLocaleString()} | ${median(raw).toFixed(1)} ms | ${median(chart).toFixed(1)} ms | ${points} | ${bucketS} s |`,
+      );
     }
   } finally {
     await sql.end({ timeout: 5 });

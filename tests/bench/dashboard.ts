@@ -43,10 +43,11 @@ async function watchFrames(page: Page): Promise<() => Promise<{ fps: number; lon
       for (const e of list.getEntries()) w.__longest = Math.max(w.__longest, e.duration);
     }).observe({ type: 'longtask', buffered: false });
   });
-  return () => page.evaluate(() => {
-    const w = window as unknown as { __frames: number; __longest: number; __since: number };
-    return { fps: w.__frames / ((performance.now() - w.__since) / 1000), longest: w.__longest };
-  });
+  return () =>
+    page.evaluate(() => {
+      const w = window as unknown as { __frames: number; __longest: number; __since: number };
+      return { fps: w.__frames / ((performance.now() - w.__since) / 1000), longest: w.__longest };
+    });
 }
 
 async function main(): Promise<void> {
@@ -56,11 +57,20 @@ async function main(): Promise<void> {
   const sql = postgres(stack.databaseUrl, { max: 2, onnotice: () => undefined });
   const browser = await launchBrowser();
   try {
-    const admin = { email: `bench-${randomBytes(3).toString('hex')}@bench.test`, password: randomBytes(12).toString('base64url') };
+    const admin = {
+      email: `bench-${randomBytes(3).toString('hex')}@bench.test`,
+      password: randomBytes(12).toString('base64url'),
+    };
     await addUser(sql, { ...admin, role: 'admin' });
-    const [site] = await sql<{ id: string }[]>`insert into site (slug, name) values ('bench-burst', 'Burst site') returning id`;
-    const [gw] = await sql<{ id: string }[]>`insert into gateway (site_id, ident, online) values (${site!.id}, 'gw-burst', true) returning id`;
-    const [dl] = await sql<{ id: string }[]>`insert into datalogger (site_id, gateway_id, ident, interval_s) values (${site!.id}, ${gw!.id}, 'dl-burst', 1) returning id`;
+    const [site] = await sql<
+      { id: string }[]
+    >`insert into site (slug, name) values ('bench-burst', 'Burst site') returning id`;
+    const [gw] = await sql<
+      { id: string }[]
+    >`insert into gateway (site_id, ident, online) values (${site!.id}, 'gw-burst', true) returning id`;
+    const [dl] = await sql<
+      { id: string }[]
+    >`insert into datalogger (site_id, gateway_id, ident, interval_s) values (${site!.id}, ${gw!.id}, 'dl-burst', 1) returning id`;
     await sql`insert into sensor (site_id, datalogger_id, ident, last_value, last_value_at)
               select ${site!.id}, ${dl!.id}, 's-' || n, 0, now() from generate_series(1, 200) n`;
     const context = await newContext(browser, stack.webUrl!);
@@ -79,22 +89,28 @@ async function main(): Promise<void> {
     let updates = 0;
     // Load pattern: 20 statements/s, each changing 50 of the 200 sensors.
     for (let i = 0; Date.now() - started < SECONDS * 1000; i++) {
-      const result = await sql`update sensor set last_value = ${i}, last_value_at = now() where site_id = ${site!.id} and id % 4 = ${i % 4}`;
+      const result =
+        await sql`update sensor set last_value = ${i}, last_value_at = now() where site_id = ${site!.id} and id % 4 = ${i % 4}`;
       updates += result.count;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const seconds = (Date.now() - started) / 1000;
     const measured = await busy();
     await sql`update sensor set last_value = 1234.5, last_value_at = now() where site_id = ${site!.id}`;
-    await waitFor('every sensor showing the final value', async () =>
-      (await page.locator('[data-testid=sensor-value]').allTextContents()).every((t) => t === '1,234.5'), { timeoutMs: 10_000 });
+    await waitFor(
+      'every sensor showing the final value',
+      async () => (await page.locator('[data-testid=sensor-value]').allTextContents()).every((t) => t === '1,234.5'),
+      { timeoutMs: 10_000 },
+    );
     await context.close();
 
     console.log(`bench:dashboard — site page of 200 sensors, ${SECONDS} s each, on this machine\n`);
     console.log('| page | value updates/s written | frames/s | longest main-thread task |');
     console.log('| --- | --- | --- | --- |');
     console.log(`| idle (baseline) | 0 | ${baseline.fps.toFixed(0)} | ${Math.round(baseline.longest)} ms |`);
-    console.log(`| updating | ${Math.round(updates / seconds)} | ${measured.fps.toFixed(0)} | ${Math.round(measured.longest)} ms |`);
+    console.log(
+      `| updating | ${Math.round(updates / seconds)} | ${measured.fps.toFixed(0)} | ${Math.round(measured.longest)} ms |`,
+    );
   } finally {
     await browser.close();
     await sql.end({ timeout: 5 });
@@ -103,7 +119,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -20,7 +20,9 @@ import { startMosquitto } from '../support/mosquitto.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 import { waitFor } from '../support/wait-for.ts';
 
-const { values } = parseArgs({ options: { messages: { type: 'string', default: '100000' }, qos: { type: 'string', default: '0,1' } } });
+const { values } = parseArgs({
+  options: { messages: { type: 'string', default: '100000' }, qos: { type: 'string', default: '0,1' } },
+});
 const N = Number(values.messages);
 const QOS_LEVELS = values.qos.split(',').map(Number) as (0 | 1)[];
 const READINGS_PER_MESSAGE = 4;
@@ -31,7 +33,10 @@ function payloads(slug: string): { topic: string; payload: string }[] {
   const base = Date.UTC(2026, 10, 1);
   return Array.from({ length: N }, (_, i) => ({
     topic: `${slug}/gateway/gw-${i % 10}/datalogger/dl-${Math.floor(i / 10) % 10}/data`,
-    payload: JSON.stringify({ ts: new Date(base + Math.floor(i / 100) * 1000).toISOString(), readings: SENSORS.map((s, k) => ({ sensor: s, value: i + k / 10 })) }),
+    payload: JSON.stringify({
+      ts: new Date(base + Math.floor(i / 100) * 1000).toISOString(),
+      readings: SENSORS.map((s, k) => ({ sensor: s, value: i + k / 10 })),
+    }),
   }));
 }
 
@@ -40,24 +45,33 @@ async function publishAll(url: string, messages: { topic: string; payload: strin
   // A window of outstanding publishes keeps the pipe full without queueing all N in memory.
   const WINDOW = 1000;
   let next = 0;
-  await Promise.all(Array.from({ length: WINDOW }, async () => {
-    while (next < messages.length) {
-      const m = messages[next++]!;
-      await client.publishAsync(m.topic, m.payload, { qos });
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: WINDOW }, async () => {
+      while (next < messages.length) {
+        const m = messages[next++]!;
+        await client.publishAsync(m.topic, m.payload, { qos });
+      }
+    }),
+  );
   await client.endAsync();
 }
 
-async function baseline(url: string, filter: string, messages: { topic: string; payload: string }[], qos: 0 | 1): Promise<number> {
+async function baseline(
+  url: string,
+  filter: string,
+  messages: { topic: string; payload: string }[],
+  qos: 0 | 1,
+): Promise<number> {
   const sub = await mqtt.connectAsync(url, { clientId: `bench-sub-${randomBytes(3).toString('hex')}`, clean: true });
   await sub.subscribeAsync(filter, { qos });
   let received = 0;
   let start = 0;
-  const done = new Promise<void>((resolve) => sub.on('message', () => {
-    if (received++ === 0) start = performance.now();
-    if (received === messages.length) resolve();
-  }));
+  const done = new Promise<void>((resolve) =>
+    sub.on('message', () => {
+      if (received++ === 0) start = performance.now();
+      if (received === messages.length) resolve();
+    }),
+  );
   await publishAll(url, messages, qos);
   await done;
   const seconds = (performance.now() - start) / 1000;
@@ -73,13 +87,19 @@ function peakRssMb(pid: number): number {
 
 async function main(): Promise<void> {
   const dir = await makeTempDir('bench');
-  const server = await startEmbeddedPostgres({ dataDir: path.join(dir.path, 'pg'), port: await getFreePort(), password: randomBytes(12).toString('hex') });
+  const server = await startEmbeddedPostgres({
+    dataDir: path.join(dir.path, 'pg'),
+    port: await getFreePort(),
+    password: randomBytes(12).toString('hex'),
+  });
   const mosquitto = await startMosquitto();
   const url = server.urlFor('postgres');
   const sql = postgres(url, { max: 2, onnotice: () => undefined });
   try {
     await migrate(sql);
-    console.log(`bench:ingest — ${N} messages × ${READINGS_PER_MESSAGE} readings, Mosquitto + Postgres + publisher on this machine\n`);
+    console.log(
+      `bench:ingest — ${N} messages × ${READINGS_PER_MESSAGE} readings, Mosquitto + Postgres + publisher on this machine\n`,
+    );
     for (const qos of QOS_LEVELS) {
       const slug = `bench${qos}`;
       const messages = payloads(slug);
@@ -96,14 +116,26 @@ async function main(): Promise<void> {
         env: { ...process.env, DATABASE_URL: url, BFG_LOG_DIR: path.join(dir.path, 'logs'), BFG_LOG_LEVEL: 'warn' },
         stdio: ['ignore', 'ignore', 'inherit'],
       });
-      await waitFor('the ingestor to subscribe', async () =>
-        (await sql`select 1 from mqtt_connection where id = ${conn!.id} and status = 'connected' and status_detail like 'subscribed%'`).length > 0,
-        { timeoutMs: 20_000 });
-      const countRows = async () => (await sql<{ n: number }[]>`
-        select count(*)::int as n from sensor_reading r join sensor s on s.id = r.sensor_id where s.site_id = ${site!.id}`)[0]!.n;
+      await waitFor(
+        'the ingestor to subscribe',
+        async () =>
+          (
+            await sql`select 1 from mqtt_connection where id = ${conn!.id} and status = 'connected' and status_detail like 'subscribed%'`
+          ).length > 0,
+        { timeoutMs: 20_000 },
+      );
+      const countRows = async () =>
+        (
+          await sql<{ n: number }[]>`
+        select count(*)::int as n from sensor_reading r join sensor s on s.id = r.sensor_id where s.site_id = ${site!.id}`
+        )[0]!.n;
       const start = performance.now();
       await publishAll(mosquitto.url, messages, qos);
-      await waitFor('every reading committed', countRows, { accept: (n) => n >= N * READINGS_PER_MESSAGE, timeoutMs: 600_000, intervalMs: 250 });
+      await waitFor('every reading committed', countRows, {
+        accept: (n) => n >= N * READINGS_PER_MESSAGE,
+        timeoutMs: 600_000,
+        intervalMs: 250,
+      });
       const seconds = (performance.now() - start) / 1000;
       const rss = peakRssMb(child.pid!);
       child.kill('SIGTERM');
@@ -113,7 +145,9 @@ async function main(): Promise<void> {
       const rate = N / seconds;
       console.log(`QoS ${qos}:`);
       console.log(`  bare MQTT.js subscriber  ${raw.toFixed(0).padStart(8)} msg/s`);
-      console.log(`  ingestor (committed)     ${rate.toFixed(0).padStart(8)} msg/s   ${(rate * READINGS_PER_MESSAGE).toFixed(0).padStart(8)} rows/s`);
+      console.log(
+        `  ingestor (committed)     ${rate.toFixed(0).padStart(8)} msg/s   ${(rate * READINGS_PER_MESSAGE).toFixed(0).padStart(8)} rows/s`,
+      );
       console.log(`  ratio to bare subscriber ${(rate / raw).toFixed(2).padStart(8)}`);
       console.log(`  ingestor peak RSS        ${rss.toFixed(0).padStart(8)} MB\n`);
     }

@@ -10,7 +10,10 @@ import { getFreePort, startRealtimeServer } from '@bfg/local';
 const url = process.env['DATABASE_URL']!;
 const sql = postgres(url, { max: 8, onnotice: () => undefined });
 const server = await startRealtimeServer({
-  port: await getFreePort(), jwtSecret: process.env['BFG_JWT_SECRET']!, sql, databaseUrl: url,
+  port: await getFreePort(),
+  jwtSecret: process.env['BFG_JWT_SECRET']!,
+  sql,
+  databaseUrl: url,
   log: (m) => console.log(`log ${m}`),
 });
 console.log(`listening ${server.port}`);
@@ -22,5 +25,8 @@ const rss = setInterval(() => {
 process.once('SIGTERM', () => {
   clearInterval(rss);
   console.log(`stats ${JSON.stringify(server.stats)}`);
-  void server.close().then(() => sql.end()).then(() => process.exit(0));
+  void server
+    .close()
+    .then(() => sql.end())
+    .then(() => process.exit(0));
 });

@@ -21,28 +21,34 @@ import { getFreePort, migrate, startEmbeddedPostgres } from '@bfg/local';
 import { signJwt } from '../support/jwt.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 
-const { values } = parseArgs({ options: {
-  clients: { type: 'string', default: '500' },
-  rates: { type: 'string', default: '100,300,1000' },
-  rate: { type: 'string' },
-  seconds: { type: 'string', default: '10' },
-  rls: { type: 'string', default: 'false,true' },
-  // shared: every client the same user (as the earlier runs); distinct: a user per client.
-  claims: { type: 'string', default: 'shared' },
-} });
+const { values } = parseArgs({
+  options: {
+    clients: { type: 'string', default: '500' },
+    rates: { type: 'string', default: '100,300,1000' },
+    rate: { type: 'string' },
+    seconds: { type: 'string', default: '10' },
+    rls: { type: 'string', default: 'false,true' },
+    // shared: every client the same user (as the earlier runs); distinct: a user per client.
+    claims: { type: 'string', default: 'shared' },
+  },
+});
 const DISTINCT = values.claims === 'distinct';
 const CLIENTS = Number(values.clients);
 const RATES = (values.rate ?? values.rates).split(',').map(Number);
 const SECONDS = Number(values.seconds);
 const RLS_MODES = values.rls.split(',').map((v) => v === 'true');
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 async function startServer(url: string, secret: string) {
   // BFG_BENCH_PROFILE=<dir>: the server writes a CPU profile there (node --cpu-prof) when it exits.
-  const profile = process.env['BFG_BENCH_PROFILE'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BFG_BENCH_PROFILE']}`] : [];
+  const profile = process.env['BFG_BENCH_PROFILE']
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BFG_BENCH_PROFILE']}`]
+    : [];
   const child = spawn(process.execPath, [...profile, path.join(import.meta.dirname, 'realtime-server-process.ts')], {
-    env: { ...process.env, DATABASE_URL: url, BFG_JWT_SECRET: secret }, stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, DATABASE_URL: url, BFG_JWT_SECRET: secret },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   let peakRss = 0;
   let slowClosed = 0;
@@ -63,7 +69,8 @@ async function startServer(url: string, secret: string) {
         else if (line.startsWith('cpu ')) cpu = Number(line.slice(4));
         else if (line.startsWith('stats ')) stats = line.slice(6);
         else if (line.includes('reads too slowly')) slowClosed += 1;
-        else if (line.startsWith('log ') && !line.includes('replication connected')) console.log(`  server: ${line.slice(4)}`);
+        else if (line.startsWith('log ') && !line.includes('replication connected'))
+          console.log(`  server: ${line.slice(4)}`);
       }
     });
   });
@@ -88,9 +95,13 @@ async function startServer(url: string, secret: string) {
 
 /** Inserts at `rate` rows/s for `seconds` from a process of its own; resolves with the rate reached. */
 async function runWriter(url: string, table: string, rate: number, seconds: number): Promise<number> {
-  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'realtime-writer.ts'), url, table, String(rate), String(seconds)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [path.join(import.meta.dirname, 'realtime-writer.ts'), url, table, String(rate), String(seconds)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -101,7 +112,11 @@ async function runWriter(url: string, table: string, rate: number, seconds: numb
 
 async function main(): Promise<void> {
   const dir = await makeTempDir('bench-rt');
-  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir.path, 'pg'), port: await getFreePort(), password: randomBytes(12).toString('hex') });
+  const pg = await startEmbeddedPostgres({
+    dataDir: path.join(dir.path, 'pg'),
+    port: await getFreePort(),
+    password: randomBytes(12).toString('hex'),
+  });
   const url = pg.urlFor('postgres');
   const sql = postgres(url, { max: 8, onnotice: () => undefined });
   const secret = randomBytes(32).toString('hex');
@@ -116,9 +131,13 @@ async function main(): Promise<void> {
     alter publication supabase_realtime add table public.bench_event, public.bench_event_rls;`);
   const server = await startServer(url, secret);
   const anon = await signJwt(secret, { role: 'anon' });
-  console.log(`bench:realtime — ${CLIENTS} supabase-js clients on one channel, ${RATES.join(' / ')} changes/s for ${SECONDS} s each, ` +
-    `claims ${DISTINCT ? 'distinct per client' : 'shared'}, on this machine (server in its own process)\n`);
-  console.log('| changes/s asked | reached | RLS | delivered | msgs/s | p50 | p95 | p99 | sockets closed as too slow | server CPU | server peak RSS |');
+  console.log(
+    `bench:realtime — ${CLIENTS} supabase-js clients on one channel, ${RATES.join(' / ')} changes/s for ${SECONDS} s each, ` +
+      `claims ${DISTINCT ? 'distinct per client' : 'shared'}, on this machine (server in its own process)\n`,
+  );
+  console.log(
+    '| changes/s asked | reached | RLS | delivered | msgs/s | p50 | p95 | p99 | sockets closed as too slow | server CPU | server peak RSS |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   try {
     for (const rls of RLS_MODES) {
@@ -127,28 +146,35 @@ async function main(): Promise<void> {
       const clients: SupabaseClient[] = [];
       // Under RLS, signed in: one user for all (one check per round) or one per client (one per client per round).
       const shared = await signJwt(secret, { role: 'authenticated', sub: randomUUID() });
-      await Promise.all(Array.from({ length: CLIENTS }, async () => {
-        const token = !rls ? anon : DISTINCT ? await signJwt(secret, { role: 'authenticated', sub: randomUUID() }) : shared;
-        const client = createClient(server.url, anon, { accessToken: () => Promise.resolve(token) });
-        clients.push(client);
-        // The token first: a join sent before the accessToken callback resolves carries the anon key.
-        await client.realtime.setAuth();
-        await new Promise<void>((resolve, reject) => {
-          client.channel('bench')
-            .on('postgres_changes', { event: 'INSERT', schema: 'public', table }, (p) => {
-              latencies.push(Date.now() - Date.parse(String(p.new['sent_at'])));
-            })
-            // The feed is live at "Subscribed to PostgreSQL", not at SUBSCRIBED.
-            .on('system', {}, (m: { extension?: string; status?: string; message?: string }) => {
-              if (m.extension !== 'postgres_changes') return;
-              if (m.status === 'ok') resolve();
-              else reject(new Error(m.message));
-            })
-            .subscribe((state) => {
-              if (String(state) === 'CHANNEL_ERROR') reject(new Error(String(state)));
-            });
-        });
-      }));
+      await Promise.all(
+        Array.from({ length: CLIENTS }, async () => {
+          const token = !rls
+            ? anon
+            : DISTINCT
+              ? await signJwt(secret, { role: 'authenticated', sub: randomUUID() })
+              : shared;
+          const client = createClient(server.url, anon, { accessToken: () => Promise.resolve(token) });
+          clients.push(client);
+          // The token first: a join sent before the accessToken callback resolves carries the anon key.
+          await client.realtime.setAuth();
+          await new Promise<void>((resolve, reject) => {
+            client
+              .channel('bench')
+              .on('postgres_changes', { event: 'INSERT', schema: 'public', table }, (p) => {
+                latencies.push(Date.now() - Date.parse(String(p.new['sent_at'])));
+              })
+              // The feed is live at "Subscribed to PostgreSQL", not at SUBSCRIBED.
+              .on('system', {}, (m: { extension?: string; status?: string; message?: string }) => {
+                if (m.extension !== 'postgres_changes') return;
+                if (m.status === 'ok') resolve();
+                else reject(new Error(m.message));
+              })
+              .subscribe((state) => {
+                if (String(state) === 'CHANNEL_ERROR') reject(new Error(String(state)));
+              });
+          });
+        }),
+      );
       for (const rate of RATES) {
         latencies = [];
         server.resetPeak();
@@ -157,13 +183,16 @@ async function main(): Promise<void> {
         const reached = await runWriter(url, table, rate, SECONDS);
         const expected = total * CLIENTS;
         const deadline = Date.now() + 60_000;
-        while (latencies.length < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+        while (latencies.length < expected && Date.now() < deadline)
+          await new Promise((resolve) => setTimeout(resolve, 100));
         const seconds = (performance.now() - started) / 1000;
         const sorted = [...latencies].sort((a, b) => a - b);
         const { peakRss, slowClosed, cpuShare } = server.measure();
-        console.log(`| ${rate} | ${reached.toFixed(0)} | ${rls ? 'yes' : 'no'} | ${latencies.length.toLocaleString('en')}/${expected.toLocaleString('en')} | ` +
-          `${(latencies.length / seconds).toFixed(0)} | ${percentile(sorted, 50)} ms | ${percentile(sorted, 95)} ms | ${percentile(sorted, 99)} ms | ` +
-          `${slowClosed} | ${(cpuShare * 100).toFixed(0)} % | ${(peakRss / 2 ** 20).toFixed(0)} MB |`);
+        console.log(
+          `| ${rate} | ${reached.toFixed(0)} | ${rls ? 'yes' : 'no'} | ${latencies.length.toLocaleString('en')}/${expected.toLocaleString('en')} | ` +
+            `${(latencies.length / seconds).toFixed(0)} | ${percentile(sorted, 50)} ms | ${percentile(sorted, 95)} ms | ${percentile(sorted, 99)} ms | ` +
+            `${slowClosed} | ${(cpuShare * 100).toFixed(0)} % | ${(peakRss / 2 ** 20).toFixed(0)} MB |`,
+        );
       }
       await Promise.all(clients.map((c) => c.removeAllChannels()));
     }
@@ -176,7 +205,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

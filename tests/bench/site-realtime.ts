@@ -27,12 +27,14 @@ import { startMosquitto } from '../support/mosquitto.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 import { waitFor } from '../support/wait-for.ts';
 
-const { values } = parseArgs({ options: {
-  rates: { type: 'string', default: '100,2000' },
-  seconds: { type: 'string', default: '10' },
-  'max-rate': { type: 'string', default: '4' },
-  qos: { type: 'string', default: '1' },
-} });
+const { values } = parseArgs({
+  options: {
+    rates: { type: 'string', default: '100,2000' },
+    seconds: { type: 'string', default: '10' },
+    'max-rate': { type: 'string', default: '4' },
+    qos: { type: 'string', default: '1' },
+  },
+});
 const QOS = Number(values.qos) as 0 | 1;
 const RATES = values.rates.split(',').map(Number);
 const SECONDS = Number(values.seconds);
@@ -41,13 +43,15 @@ const DATALOGGERS_PER_GATEWAY = 6;
 const SENSORS = ['t_air', 'rh', 'p_atm', 'wind'];
 const SLUG = 'bench';
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 function subscribed(channel: RealtimeChannel): Promise<void> {
   return new Promise((resolve, reject) => {
     channel.subscribe((state, err) => {
       if (String(state) === 'SUBSCRIBED') resolve();
-      else if (String(state) !== 'CLOSED') reject(new Error(`${channel.topic}: ${String(state)} ${err?.message ?? ''}`));
+      else if (String(state) !== 'CLOSED')
+        reject(new Error(`${channel.topic}: ${String(state)} ${err?.message ?? ''}`));
     });
   });
 }
@@ -72,7 +76,10 @@ class Tally {
   broadcast(event: string, payload: Record<string, unknown>): void {
     this.broadcasts++;
     const now = Date.now();
-    const rows = (event === 'changes' ? payload['sensors'] : event === 'sensor_changed' ? payload['rows'] : []) as { id: number; last_value_at?: string | null }[];
+    const rows = (event === 'changes' ? payload['sensors'] : event === 'sensor_changed' ? payload['rows'] : []) as {
+      id: number;
+      last_value_at?: string | null;
+    }[];
     for (const row of rows ?? []) {
       if (!row.last_value_at) continue;
       const at = Date.parse(row.last_value_at);
@@ -85,7 +92,11 @@ class Tally {
 
 async function main(): Promise<void> {
   const dir = await makeTempDir('bench-site-rt');
-  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir.path, 'pg'), port: await getFreePort(), password: randomBytes(12).toString('hex') });
+  const pg = await startEmbeddedPostgres({
+    dataDir: path.join(dir.path, 'pg'),
+    port: await getFreePort(),
+    password: randomBytes(12).toString('hex'),
+  });
   const url = pg.urlFor('postgres');
   const sql = postgres(url, { max: 4, onnotice: () => undefined });
   const mosquitto = await startMosquitto();
@@ -95,7 +106,9 @@ async function main(): Promise<void> {
     await migrate(sql);
     const server = await startRealtimeServer({ port: await getFreePort(), jwtSecret: secret, sql, databaseUrl: url });
     try {
-      const [site] = await sql<{ id: string }[]>`insert into site (slug, name) values (${SLUG}, 'Bench site') returning id`;
+      const [site] = await sql<
+        { id: string }[]
+      >`insert into site (slug, name) values (${SLUG}, 'Bench site') returning id`;
       const [conn] = await sql<{ id: string }[]>`
         insert into mqtt_connection (site_id, host, port, is_active, clean_start) values (${site!.id}, '127.0.0.1', ${mosquitto.port}, true, true) returning id`;
       await sql`insert into mqtt_topic (connection_id, pattern, parser, qos)
@@ -105,14 +118,27 @@ async function main(): Promise<void> {
       await sql`insert into site_member (site_id, user_id) values (${site!.id}, ${userId})`;
 
       ingestor = spawn(process.execPath, [path.join(repoRoot, 'ingestor/src/main.ts')], {
-        env: { ...process.env, DATABASE_URL: url, BFG_LOG_DIR: path.join(dir.path, 'logs'), BFG_LOG_LEVEL: 'warn', BFG_REALTIME_MAX_RATE: values['max-rate'] },
+        env: {
+          ...process.env,
+          DATABASE_URL: url,
+          BFG_LOG_DIR: path.join(dir.path, 'logs'),
+          BFG_LOG_LEVEL: 'warn',
+          BFG_REALTIME_MAX_RATE: values['max-rate'],
+        },
         stdio: ['ignore', 'ignore', 'inherit'],
       });
-      await waitFor('the ingestor to subscribe', async () =>
-        (await sql`select 1 from mqtt_connection where id = ${conn!.id} and status = 'connected' and status_detail like 'subscribed%'`).length > 0,
-        { timeoutMs: 30_000 });
+      await waitFor(
+        'the ingestor to subscribe',
+        async () =>
+          (
+            await sql`select 1 from mqtt_connection where id = ${conn!.id} and status = 'connected' and status_detail like 'subscribed%'`
+          ).length > 0,
+        { timeoutMs: 30_000 },
+      );
 
-      const publisher = await mqtt.connectAsync(mosquitto.url, { clientId: `bench-pub-${randomBytes(3).toString('hex')}` });
+      const publisher = await mqtt.connectAsync(mosquitto.url, {
+        clientId: `bench-pub-${randomBytes(3).toString('hex')}`,
+      });
       const dataloggers = Array.from({ length: GATEWAYS * DATALOGGERS_PER_GATEWAY }, (_, i) => ({
         topic: `${SLUG}/gateway/gw-${Math.floor(i / DATALOGGERS_PER_GATEWAY)}/datalogger/dl-${i % DATALOGGERS_PER_GATEWAY}/data`,
         lastTs: 0,
@@ -122,7 +148,10 @@ async function main(): Promise<void> {
       const publishOne = () => {
         const logger = dataloggers[next++ % dataloggers.length]!;
         logger.lastTs = Math.max(Date.now(), logger.lastTs + 1);
-        const payload = JSON.stringify({ ts: new Date(logger.lastTs).toISOString(), readings: SENSORS.map((s) => ({ sensor: s, value: Math.round(Math.random() * 1000) / 10 })) });
+        const payload = JSON.stringify({
+          ts: new Date(logger.lastTs).toISOString(),
+          readings: SENSORS.map((s) => ({ sensor: s, value: Math.round(Math.random() * 1000) / 10 })),
+        });
         publisher.publish(logger.topic, payload, { qos: QOS });
       };
       /** Publishes `rate` messages/s for `seconds`, in 10 ms ticks, catching up on late ticks. */
@@ -142,30 +171,72 @@ async function main(): Promise<void> {
 
       // Every device exists before anyone watches.
       for (let i = 0; i < dataloggers.length; i++) publishOne();
-      await waitFor('120 sensors', async () => (await sql<{ n: number }[]>`select count(*)::int as n from sensor`)[0]!.n,
-        { accept: (n) => n === dataloggers.length * SENSORS.length, timeoutMs: 30_000 });
+      await waitFor(
+        '120 sensors',
+        async () => (await sql<{ n: number }[]>`select count(*)::int as n from sensor`)[0]!.n,
+        { accept: (n) => n === dataloggers.length * SENSORS.length, timeoutMs: 30_000 },
+      );
 
       const anonKey = await signJwt(secret, { role: 'anon' });
-      const token = await signJwt(secret, { sub: userId, role: 'authenticated', email: `${userId}@example.test`, app_metadata: { provider: 'email' } });
-      const client = createClient(server.url, anonKey, { accessToken: () => Promise.resolve(token), auth: { persistSession: false } });
+      const token = await signJwt(secret, {
+        sub: userId,
+        role: 'authenticated',
+        email: `${userId}@example.test`,
+        app_metadata: { provider: 'email' },
+      });
+      const client = createClient(server.url, anonKey, {
+        accessToken: () => Promise.resolve(token),
+        auth: { persistSession: false },
+      });
       await client.realtime.setAuth();
       const tally = new Tally();
-      await subscribed(client.channel(`site:${site!.id}`, { config: { private: true } })
-        .on('broadcast', { event: '*' }, (m: { event: string; payload: Record<string, unknown> }) => tally.broadcast(m.event, m.payload)));
-      await subscribed(client.channel('sites:connections')
-        .on('postgres_changes', { event: '*', schema: 'public', table: 'mqtt_connection' }, () => tally.connectionChanges++));
-      await subscribed(client.channel('topics-and-logs')
-        .on('postgres_changes', { event: '*', schema: 'public', table: 'discovered_topic' }, () => tally.topicLogChanges++)
-        .on('postgres_changes', { event: '*', schema: 'public', table: 'mqtt_parsing_log' }, () => tally.topicLogChanges++));
+      await subscribed(
+        client
+          .channel(`site:${site!.id}`, { config: { private: true } })
+          .on('broadcast', { event: '*' }, (m: { event: string; payload: Record<string, unknown> }) =>
+            tally.broadcast(m.event, m.payload),
+          ),
+      );
+      await subscribed(
+        client
+          .channel('sites:connections')
+          .on(
+            'postgres_changes',
+            { event: '*', schema: 'public', table: 'mqtt_connection' },
+            () => tally.connectionChanges++,
+          ),
+      );
+      await subscribed(
+        client
+          .channel('topics-and-logs')
+          .on(
+            'postgres_changes',
+            { event: '*', schema: 'public', table: 'discovered_topic' },
+            () => tally.topicLogChanges++,
+          )
+          .on(
+            'postgres_changes',
+            { event: '*', schema: 'public', table: 'mqtt_parsing_log' },
+            () => tally.topicLogChanges++,
+          ),
+      );
       // Warm up until the site's broadcasts reach the subscriber (the feeds are live).
-      await waitFor('a site broadcast to arrive', () => {
-        publishOne();
-        return tally.broadcasts > 0;
-      }, { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor(
+        'a site broadcast to arrive',
+        () => {
+          publishOne();
+          return tally.broadcasts > 0;
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
 
-      console.log(`bench:site-realtime — one site, ${dataloggers.length * SENSORS.length} sensors, one member subscribed, ` +
-        `BFG_REALTIME_MAX_RATE=${values['max-rate']} (ignored before issue 9), QoS ${QOS}, ${SECONDS} s per rate, on this machine\n`);
-      console.log('| MQTT msg/s | broadcast msgs/s | postgres_changes mqtt_connection /s | postgres_changes topics+logs /s | values p50 | p95 | p99 | readings committed |');
+      console.log(
+        `bench:site-realtime — one site, ${dataloggers.length * SENSORS.length} sensors, one member subscribed, ` +
+          `BFG_REALTIME_MAX_RATE=${values['max-rate']} (ignored before issue 9), QoS ${QOS}, ${SECONDS} s per rate, on this machine\n`,
+      );
+      console.log(
+        '| MQTT msg/s | broadcast msgs/s | postgres_changes mqtt_connection /s | postgres_changes topics+logs /s | values p50 | p95 | p99 | readings committed |',
+      );
       console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
       for (const rate of RATES) {
         await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -174,14 +245,22 @@ async function main(): Promise<void> {
         const started = performance.now();
         const sent = await publishAt(rate, SECONDS);
         const seconds = (performance.now() - started) / 1000;
-        const counts = { broadcasts: tally.broadcasts, connection: tally.connectionChanges, topicLog: tally.topicLogChanges };
+        const counts = {
+          broadcasts: tally.broadcasts,
+          connection: tally.connectionChanges,
+          topicLog: tally.topicLogChanges,
+        };
         const latencies = [...tally.latencies].sort((a, b) => a - b);
-        const committed = await waitFor('the readings committed', async () =>
-          (await sql<{ n: number }[]>`select count(*)::int as n from sensor_reading`)[0]!.n - before!.n,
-          { accept: (n) => n >= sent * SENSORS.length, timeoutMs: 60_000, intervalMs: 250 }).catch(() => NaN);
+        const committed = await waitFor(
+          'the readings committed',
+          async () => (await sql<{ n: number }[]>`select count(*)::int as n from sensor_reading`)[0]!.n - before!.n,
+          { accept: (n) => n >= sent * SENSORS.length, timeoutMs: 60_000, intervalMs: 250 },
+        ).catch(() => NaN);
         const perS = (n: number) => (n / seconds).toFixed(1);
-        console.log(`| ${rate} | ${perS(counts.broadcasts)} | ${perS(counts.connection)} | ${perS(counts.topicLog)} | ` +
-          `${percentile(latencies, 50)} ms | ${percentile(latencies, 95)} ms | ${percentile(latencies, 99)} ms | ${committed}/${sent * SENSORS.length} |`);
+        console.log(
+          `| ${rate} | ${perS(counts.broadcasts)} | ${perS(counts.connection)} | ${perS(counts.topicLog)} | ` +
+            `${percentile(latencies, 50)} ms | ${percentile(latencies, 95)} ms | ${percentile(latencies, 99)} ms | ${committed}/${sent * SENSORS.length} |`,
+        );
       }
       await client.removeAllChannels();
       await publisher.endAsync();
@@ -200,7 +279,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

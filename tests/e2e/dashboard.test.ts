@@ -8,12 +8,27 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { addUser } from '@bfg/local';
 import { waitFor } from '../support/wait-for.ts';
-import { closeContext, markDocument, newContext, pagePerTest, recordTexts, screenshot, signIn, stillSameDocument } from './support/browser.ts';
+import {
+  closeContext,
+  markDocument,
+  newContext,
+  pagePerTest,
+  recordTexts,
+  screenshot,
+  signIn,
+  stillSameDocument,
+} from './support/browser.ts';
 
 const webUrl = inject('e2eWebUrl');
 const sql = postgres(inject('e2eDatabaseUrl'), { max: 2, onnotice: () => undefined });
-const admin = { email: `admin-${randomBytes(3).toString('hex')}@e2e.test`, password: randomBytes(12).toString('base64url') };
-const member = { email: `member-${randomBytes(3).toString('hex')}@e2e.test`, password: randomBytes(12).toString('base64url') };
+const admin = {
+  email: `admin-${randomBytes(3).toString('hex')}@e2e.test`,
+  password: randomBytes(12).toString('base64url'),
+};
+const member = {
+  email: `member-${randomBytes(3).toString('hex')}@e2e.test`,
+  password: randomBytes(12).toString('base64url'),
+};
 
 const session = pagePerTest(webUrl);
 let page: Page;
@@ -49,7 +64,11 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
 
     const card = page.locator('[data-testid=site-card][data-site-slug=demo]');
     await card.waitFor();
-    await waitFor('sensors online on the Sites page', async () => Number(await card.locator('[data-testid=sensors-online]').textContent()), { timeoutMs: 20_000 });
+    await waitFor(
+      'sensors online on the Sites page',
+      async () => Number(await card.locator('[data-testid=sensors-online]').textContent()),
+      { timeoutMs: 20_000 },
+    );
     await page.locator('[data-testid=live-status][data-status=live]').first().waitFor();
     await screenshot(page, '02-sites');
 
@@ -60,16 +79,28 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     const cell = page.locator('[data-testid=sensor] [data-testid=sensor-value-at]').first();
     const before = await cell.getAttribute('data-at');
     // The simulator publishes every few seconds; the new value must arrive through Realtime.
-    await waitFor('a sensor value newer than the one rendered', async () => (await cell.getAttribute('data-at')) !== before, { timeoutMs: 20_000 });
+    await waitFor(
+      'a sensor value newer than the one rendered',
+      async () => (await cell.getAttribute('data-at')) !== before,
+      { timeoutMs: 20_000 },
+    );
     expect(await stillSameDocument(page)).toBe(true);
     await screenshot(page, '03-site');
 
     await page.locator('[data-testid=sensor] a').first().click();
     await page.locator('[data-testid=chart] canvas').waitFor();
-    const points = await waitFor('readings in the chart', async () => Number(await page.locator('[data-testid=chart]').getAttribute('data-points')), { timeoutMs: 10_000 });
+    const points = await waitFor(
+      'readings in the chart',
+      async () => Number(await page.locator('[data-testid=chart]').getAttribute('data-points')),
+      { timeoutMs: 10_000 },
+    );
     expect(points).toBeGreaterThan(0);
     await page.locator('[data-testid=live-status][data-status=live]').waitFor();
-    await waitFor('a live point appended to the chart', async () => Number(await page.locator('[data-testid=chart]').getAttribute('data-points')) > points, { timeoutMs: 20_000 });
+    await waitFor(
+      'a live point appended to the chart',
+      async () => Number(await page.locator('[data-testid=chart]').getAttribute('data-points')) > points,
+      { timeoutMs: 20_000 },
+    );
     await screenshot(page, '04-sensor-chart');
   });
 
@@ -77,11 +108,16 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     await signIn(page, admin.email, admin.password);
     await page.goto('/connections');
     await page.locator('[data-testid=live-status][data-status=live]').waitFor();
-    await waitFor('the demo connection connected', async () => (await badgeText()) === 'Connected', { timeoutMs: 20_000 });
+    await waitFor('the demo connection connected', async () => (await badgeText()) === 'Connected', {
+      timeoutMs: 20_000,
+    });
     await markDocument(page);
 
     const row = page.locator('[data-testid=connection][data-site-slug=demo]');
-    let texts = await recordTexts(page, '[data-testid=connection][data-site-slug=demo] [data-testid=connection-status]');
+    let texts = await recordTexts(
+      page,
+      '[data-testid=connection][data-site-slug=demo] [data-testid=connection-status]',
+    );
     let clicked = Date.now();
     await row.locator('[data-testid=stop]').click();
     await waitFor('the demo connection stopped', async () => (await badgeText()) === 'Stopped', { timeoutMs: 5_000 });
@@ -92,7 +128,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     texts = await recordTexts(page, '[data-testid=connection][data-site-slug=demo] [data-testid=connection-status]');
     clicked = Date.now();
     await row.locator('[data-testid=start]').click();
-    await waitFor('the demo connection connected again', async () => (await badgeText()) === 'Connected', { timeoutMs: 5_000 });
+    await waitFor('the demo connection connected again', async () => (await badgeText()) === 'Connected', {
+      timeoutMs: 5_000,
+    });
     const startMs = Date.now() - clicked;
     expect((await texts())[1]).toBe('Starting…');
     expect((await texts()).at(-1)).toBe('Connected');
@@ -121,7 +159,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     } finally {
       await client.endAsync();
     }
-    const entry = page.locator('[data-testid=parsing-entry]', { has: page.locator('[data-testid=parsing-topic]', { hasText: topic }) });
+    const entry = page.locator('[data-testid=parsing-entry]', {
+      has: page.locator('[data-testid=parsing-topic]', { hasText: topic }),
+    });
     await entry.waitFor({ timeout: 10_000 });
     expect(await entry.getAttribute('data-kind')).toBe('invalid_json');
     expect(await stillSameDocument(page)).toBe(true);
@@ -149,13 +189,19 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       await client.endAsync();
     }
     const row = page.locator('[data-testid=topic-row]', { has: page.locator('[data-testid=topic]', { hasText: tag }) });
-    await waitFor('the topic among the discovered topics', async () => {
-      await page.goto(`/topics?q=${encodeURIComponent(tag)}`);
-      return (await row.count()) === 1;
-    }, { timeoutMs: 15_000, intervalMs: 500 });
+    await waitFor(
+      'the topic among the discovered topics',
+      async () => {
+        await page.goto(`/topics?q=${encodeURIComponent(tag)}`);
+        return (await row.count()) === 1;
+      },
+      { timeoutMs: 15_000, intervalMs: 500 },
+    );
     expect(await row.locator('[data-testid=topic]').textContent()).toBe(topic);
     expect(await row.locator('[data-testid=payload]').textContent()).toBe(payload);
-    expect(await row.locator('[data-testid=payload] b, [data-testid=payload] img, [data-testid=topic] script').count()).toBe(0);
+    expect(
+      await row.locator('[data-testid=payload] b, [data-testid=payload] img, [data-testid=topic] script').count(),
+    ).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { __bfgXss?: number }).__bfgXss)).toBeUndefined();
     expect(dialogs).toEqual([]);
     await screenshot(page, '09-topics-html-as-text');
@@ -173,17 +219,26 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     await page.click('[data-testid=save]');
     await page.locator('[data-testid=error-port]').waitFor();
     expect(await page.locator('[data-testid=error-port]').textContent()).toContain('at most 65535');
-    expect(await page.locator('[data-testid=error-subscribe_filters]').textContent()).toContain('not a valid MQTT filter');
+    expect(await page.locator('[data-testid=error-subscribe_filters]').textContent()).toContain(
+      'not a valid MQTT filter',
+    );
     expect(await page.content()).not.toContain(secret);
     await screenshot(page, '10-connection-form-errors');
 
     // A valid save stores the password (write-only) and the page only says that one is set.
-    await page.fill('#port', String((await sql<{ port: number }[]>`select port from mqtt_connection where id = ${demo.connectionId}`)[0]!.port));
+    await page.fill(
+      '#port',
+      String(
+        (await sql<{ port: number }[]>`select port from mqtt_connection where id = ${demo.connectionId}`)[0]!.port,
+      ),
+    );
     await page.fill('#subscribe_filters', '');
     await page.fill('[data-testid=password]', secret);
     await page.click('[data-testid=save]');
     await page.locator('.notice.success').waitFor();
-    const [stored] = await sql<{ password: string }[]>`select password from mqtt_connection_secret where connection_id = ${demo.connectionId}`;
+    const [stored] = await sql<
+      { password: string }[]
+    >`select password from mqtt_connection_secret where connection_id = ${demo.connectionId}`;
     expect(stored?.password).toBe(secret);
     await page.reload();
     expect(await page.locator('label[for=password]').textContent()).toContain('set');
@@ -205,9 +260,15 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
   });
 
   it('stays smooth while a site takes ~1,000 value updates per second, and ends on the stored values', async () => {
-    const [site] = await sql<{ id: string }[]>`insert into site (slug, name) values (${`e2e-burst-${randomBytes(3).toString('hex')}`}, 'Burst site') returning id`;
-    const [gw] = await sql<{ id: string }[]>`insert into gateway (site_id, ident, online) values (${site!.id}, 'gw-burst', true) returning id`;
-    const [dl] = await sql<{ id: string }[]>`insert into datalogger (site_id, gateway_id, ident, interval_s) values (${site!.id}, ${gw!.id}, 'dl-burst', 1) returning id`;
+    const [site] = await sql<
+      { id: string }[]
+    >`insert into site (slug, name) values (${`e2e-burst-${randomBytes(3).toString('hex')}`}, 'Burst site') returning id`;
+    const [gw] = await sql<
+      { id: string }[]
+    >`insert into gateway (site_id, ident, online) values (${site!.id}, 'gw-burst', true) returning id`;
+    const [dl] = await sql<
+      { id: string }[]
+    >`insert into datalogger (site_id, gateway_id, ident, interval_s) values (${site!.id}, ${gw!.id}, 'dl-burst', 1) returning id`;
     await sql`insert into sensor (site_id, datalogger_id, ident, last_value, last_value_at)
               select ${site!.id}, ${dl!.id}, 's-' || n, 0, now() from generate_series(1, 200) n`;
     await signIn(page, admin.email, admin.password);
@@ -220,7 +281,10 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       const w = window as unknown as { __frames: number; __longest: number };
       w.__frames = 0;
       w.__longest = 0;
-      const tick = () => { w.__frames++; requestAnimationFrame(tick); };
+      const tick = () => {
+        w.__frames++;
+        requestAnimationFrame(tick);
+      };
       requestAnimationFrame(tick);
       new PerformanceObserver((list) => {
         for (const e of list.getEntries()) w.__longest = Math.max(w.__longest, e.duration);
@@ -230,14 +294,18 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     let updates = 0;
     // Load pattern, not synchronisation: 20 statements/s, each changing 50 of the 200 sensors.
     for (let i = 0; Date.now() - started < 5000; i++) {
-      const result = await sql`update sensor set last_value = ${i}, last_value_at = now() where site_id = ${site!.id} and id % 4 = ${i % 4}`;
+      const result =
+        await sql`update sensor set last_value = ${i}, last_value_at = now() where site_id = ${site!.id} and id % 4 = ${i % 4}`;
       updates += result.count;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const seconds = (Date.now() - started) / 1000;
     await sql`update sensor set last_value = 1234.5, last_value_at = now() where site_id = ${site!.id}`;
-    await waitFor('every sensor showing the final value', async () =>
-      (await page.locator('[data-testid=sensor-value]').allTextContents()).every((t) => t === '1,234.5'), { timeoutMs: 10_000 });
+    await waitFor(
+      'every sensor showing the final value',
+      async () => (await page.locator('[data-testid=sensor-value]').allTextContents()).every((t) => t === '1,234.5'),
+      { timeoutMs: 10_000 },
+    );
     const { frames, longest } = await page.evaluate(() => {
       const w = window as unknown as { __frames: number; __longest: number };
       return { frames: w.__frames, longest: w.__longest };
@@ -245,7 +313,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     const fps = frames / ((Date.now() - started) / 1000);
     // Rates are measured by `npm run bench:dashboard` (a busy machine makes them slow, not wrong);
     // here the behaviour: the page kept drawing, no long task blocked it, it ends on the stored values.
-    console.log(`[e2e] ${Math.round(updates / seconds)} value updates/s for ${seconds.toFixed(1)} s: ${fps.toFixed(0)} frames/s, longest main-thread task ${Math.round(longest)} ms`);
+    console.log(
+      `[e2e] ${Math.round(updates / seconds)} value updates/s for ${seconds.toFixed(1)} s: ${fps.toFixed(0)} frames/s, longest main-thread task ${Math.round(longest)} ms`,
+    );
     expect(frames).toBeGreaterThan(0);
     expect(longest).toBeLessThan(250);
     expect(await stillSameDocument(page)).toBe(true);
@@ -269,7 +339,11 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       values (${site!.id}, '127.0.0.1', ${closedPort}, 4, true) returning id`;
     try {
       const row = page.locator(`[data-testid=connection][data-connection-id="${conn!.id}"]`);
-      await waitFor('the refused connection shown as an error', async () => (await row.locator('[data-testid=connection-status]').textContent())?.trim() === 'Error', { timeoutMs: 10_000 });
+      await waitFor(
+        'the refused connection shown as an error',
+        async () => (await row.locator('[data-testid=connection-status]').textContent())?.trim() === 'Error',
+        { timeoutMs: 10_000 },
+      );
       expect(await row.locator('[data-testid=connection-detail]').textContent()).toMatch(/ECONNREFUSED|refused/i);
       await screenshot(page, '13-connection-error');
     } finally {
@@ -284,11 +358,17 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     const client = await mqtt.connectAsync(inject('e2eBrokerUrl'), { clientId: `e2e-pattern-${process.pid}` });
     try {
       await client.publishAsync(topic, JSON.stringify({ temperature: 21.5 }), { qos: 1 });
-      const row = page.locator('[data-testid=topic-row]', { has: page.locator('[data-testid=topic]', { hasText: topic }) });
-      await waitFor('the new topic among the discovered topics', async () => {
-        await page.goto(`/topics?q=${encodeURIComponent(tag)}`);
-        return (await row.count()) === 1;
-      }, { timeoutMs: 15_000, intervalMs: 500 });
+      const row = page.locator('[data-testid=topic-row]', {
+        has: page.locator('[data-testid=topic]', { hasText: topic }),
+      });
+      await waitFor(
+        'the new topic among the discovered topics',
+        async () => {
+          await page.goto(`/topics?q=${encodeURIComponent(tag)}`);
+          return (await row.count()) === 1;
+        },
+        { timeoutMs: 15_000, intervalMs: 500 },
+      );
       expect(await row.getAttribute('data-processable')).toBe('false');
       await row.locator('[data-testid=add-pattern]').click();
       await row.locator('[data-testid=new-pattern]').fill('demo/e2e-json/+device');
@@ -297,25 +377,42 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       await row.locator('button[type=submit]').click();
       await row.locator('[data-testid=error-parser-config]').waitFor();
       expect(await row.locator('[data-testid=error-parser-config]').textContent()).toContain('gateway');
-      await row.locator('[data-testid=new-parser-config]').fill(JSON.stringify({
-        gateway: { param: 'device' }, datalogger: { value: 'main' }, values: [{ sensor: 't', path: 'temperature', unit: '°C' }],
-      }));
+      await row.locator('[data-testid=new-parser-config]').fill(
+        JSON.stringify({
+          gateway: { param: 'device' },
+          datalogger: { value: 'main' },
+          values: [{ sensor: 't', path: 'temperature', unit: '°C' }],
+        }),
+      );
       await row.locator('button[type=submit]').click();
       await page.locator('.notice.success').waitFor();
-      const [pattern] = await sql<{ parser: string }[]>`select parser from mqtt_topic where pattern = 'demo/e2e-json/+device'`;
+      const [pattern] = await sql<
+        { parser: string }[]
+      >`select parser from mqtt_topic where pattern = 'demo/e2e-json/+device'`;
       expect(pattern?.parser).toBe('generic-json');
       // The ingestor takes the pattern up; the next message on the topic marks it processable, live.
       await page.locator('[data-testid=live-status][data-status=live]').waitFor();
-      await waitFor('the topic processable on the page', async () => {
-        await client.publishAsync(topic, JSON.stringify({ temperature: 21.6 }), { qos: 1 });
-        return (await row.getAttribute('data-processable')) === 'true';
-      }, { timeoutMs: 15_000, intervalMs: 1000 });
+      await waitFor(
+        'the topic processable on the page',
+        async () => {
+          await client.publishAsync(topic, JSON.stringify({ temperature: 21.6 }), { qos: 1 });
+          return (await row.getAttribute('data-processable')) === 'true';
+        },
+        { timeoutMs: 15_000, intervalMs: 1000 },
+      );
       expect(await row.textContent()).toContain('demo/e2e-json/+device');
       // …and its messages become readings of a device named after the topic's wildcard.
-      const sensor = await waitFor('the generic device\'s sensor', async () => (await sql<{ last_value: number; unit: string }[]>`
+      const sensor = await waitFor(
+        "the generic device's sensor",
+        async () =>
+          (
+            await sql<{ last_value: number; unit: string }[]>`
         select x.last_value, x.unit from sensor x join gateway g on g.site_id = x.site_id
         join datalogger d on d.id = x.datalogger_id and d.gateway_id = g.id
-        where g.ident = ${tag} and d.ident = 'main' and x.ident = 't'`)[0], { timeoutMs: 10_000 });
+        where g.ident = ${tag} and d.ident = 'main' and x.ident = 't'`
+          )[0],
+        { timeoutMs: 10_000 },
+      );
       expect(sensor?.unit).toBe('°C');
       expect([21.5, 21.6]).toContain(sensor?.last_value);
       await screenshot(page, '14-topics-pattern-created');
@@ -337,10 +434,14 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       expect(errorId).toMatch(/^[0-9a-f-]{36}$/);
       expect(await page.content()).not.toContain('permission denied');
       // Reported to Sentry (SENTRY_DSN points at a fake one), with the id the user sees.
-      const envelope = await waitFor('the error reported to Sentry', async () => {
-        const received = (await (await fetch(inject('e2eSentryReceivedUrl'))).json()) as string[];
-        return received.find((e) => e.includes(errorId));
-      }, { timeoutMs: 10_000, intervalMs: 200 });
+      const envelope = await waitFor(
+        'the error reported to Sentry',
+        async () => {
+          const received = (await (await fetch(inject('e2eSentryReceivedUrl'))).json()) as string[];
+          return received.find((e) => e.includes(errorId));
+        },
+        { timeoutMs: 10_000, intervalMs: 200 },
+      );
       expect(envelope).toContain('permission denied');
       await screenshot(page, '15-unexpected-error');
     } finally {
@@ -352,7 +453,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     await signIn(page, member.email, member.password);
     const cards = page.locator('[data-testid=site-card]');
     await cards.first().waitFor();
-    expect(await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-site-slug')))).toEqual(['e2e-member-site']);
+    expect(await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-site-slug')))).toEqual([
+      'e2e-member-site',
+    ]);
     await screenshot(page, '12-member-sites');
 
     const [hidden] = await sql<{ id: string }[]>`select id from site where slug = 'e2e-hidden-site'`;
@@ -370,7 +473,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     });
     const body = JSON.stringify(await forged.json());
     expect(body).toContain('403');
-    const [after] = await sql<{ is_active: boolean }[]>`select is_active from mqtt_connection where id = ${demo.connectionId}`;
+    const [after] = await sql<
+      { is_active: boolean }[]
+    >`select is_active from mqtt_connection where id = ${demo.connectionId}`;
     expect(after?.is_active).toBe(true);
   });
 
@@ -386,7 +491,9 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
       expect(await p.inputValue('#email')).toBe(admin.email);
       await signIn(p, admin.email, admin.password);
       await p.locator('[data-testid=site-card][data-site-slug=demo]').waitFor();
-      expect(await p.locator('[data-testid=site-card][data-site-slug=demo] [data-testid=sensors-online]').textContent()).toMatch(/^[0-9]+$/);
+      expect(
+        await p.locator('[data-testid=site-card][data-site-slug=demo] [data-testid=sensors-online]').textContent(),
+      ).toMatch(/^[0-9]+$/);
     } finally {
       await closeContext(noJs, 'no-js', false);
     }

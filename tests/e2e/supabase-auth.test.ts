@@ -14,7 +14,11 @@ beforeAll(async () => {
   // Tokens live 4 minutes: under the dashboard's 5-minute refresh margin, so every request refreshes.
   gotrue = await startFakeGoTrue({ jwtSecret, users: [admin], ttlSeconds: 240 });
   web = await startWebServer({
-    port: await getFreePort(), host: '127.0.0.1', databaseUrl: inject('e2eDatabaseUrl'), jwtSecret, realtimeUrl: gotrue.url,
+    port: await getFreePort(),
+    host: '127.0.0.1',
+    databaseUrl: inject('e2eDatabaseUrl'),
+    jwtSecret,
+    realtimeUrl: gotrue.url,
     log: () => undefined,
     env: { PUBLIC_SUPABASE_URL: gotrue.url, SENTRY_DSN: '' },
   });
@@ -39,8 +43,15 @@ describe('Supabase Auth mode (BFG_AUTH=supabase)', () => {
   it('signs in with Supabase Auth, refreshes the session before it expires, reads with RLS, and signs out', async () => {
     const jar = new Map<string, string>();
     const form = (fields: Record<string, string>) => ({
-      method: 'POST', redirect: 'manual' as const, body: new URLSearchParams(fields),
-      headers: { origin: web.url, accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded', cookie: cookieHeader(jar) },
+      method: 'POST',
+      redirect: 'manual' as const,
+      body: new URLSearchParams(fields),
+      headers: {
+        origin: web.url,
+        accept: 'text/html',
+        'content-type': 'application/x-www-form-urlencoded',
+        cookie: cookieHeader(jar),
+      },
     });
 
     const wrong = await fetch(`${web.url}/login`, form({ email: admin.email, password: 'not it' }));
@@ -66,7 +77,10 @@ describe('Supabase Auth mode (BFG_AUTH=supabase)', () => {
     expect(token.status).toBe(200);
     keepCookies(jar, token);
     const { accessToken } = (await token.json()) as { accessToken: string };
-    expect(JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString('utf8'))).toMatchObject({ email: admin.email, role: 'authenticated' });
+    expect(JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString('utf8'))).toMatchObject({
+      email: admin.email,
+      role: 'authenticated',
+    });
 
     const signedOut = await fetch(`${web.url}/logout`, form({}));
     expect(signedOut.status).toBe(303);
@@ -74,7 +88,9 @@ describe('Supabase Auth mode (BFG_AUTH=supabase)', () => {
     // Sign-out revokes the session at Supabase Auth with the user's current access token.
     expect(gotrue.logouts).toHaveLength(1);
     const revoked = gotrue.logouts[0]!.replace(/^Bearer /, '');
-    expect(JSON.parse(Buffer.from(revoked.split('.')[1]!, 'base64url').toString('utf8'))).toMatchObject({ email: admin.email });
+    expect(JSON.parse(Buffer.from(revoked.split('.')[1]!, 'base64url').toString('utf8'))).toMatchObject({
+      email: admin.email,
+    });
     const after = await fetch(`${web.url}/`, { headers: { cookie: cookieHeader(jar) }, redirect: 'manual' });
     expect(after.status).toBe(303);
     expect(after.headers.get('location')).toMatch(/^\/login/);

@@ -33,11 +33,16 @@ async function client(url: string, opts: IClientOptions = {}): Promise<MqttClien
  * A client whose message listener is attached before it connects: messages a broker queued for a
  * persistent session arrive right after CONNACK, before connectClient's caller could listen.
  */
-async function listeningClient(url: string, opts: IClientOptions): Promise<{ client: MqttClient; inbox: Inbox<Received>; sessionPresent: boolean }> {
+async function listeningClient(
+  url: string,
+  opts: IClientOptions,
+): Promise<{ client: MqttClient; inbox: Inbox<Received>; sessionPresent: boolean }> {
   const inbox = new Inbox<Received>();
   const created = mqtt.connect(url, { reconnectPeriod: 0, ...opts });
   clients.push(created);
-  created.on('message', (topic, payload, packet) => inbox.push({ topic, payload: payload.toString(), retain: packet.retain }));
+  created.on('message', (topic, payload, packet) =>
+    inbox.push({ topic, payload: payload.toString(), retain: packet.retain }),
+  );
   // Rejects on the first error; afterwards the listener stays as a harmless no-op, so a late
   // error does not go unhandled.
   const connack = await new Promise<IConnackPacket>((resolve, reject) => {
@@ -50,7 +55,9 @@ async function listeningClient(url: string, opts: IClientOptions): Promise<{ cli
 /** Subscribes `subscriber` to `topic`, publishes one message with `publisher` and returns what arrived. */
 async function roundTrip(subscriber: MqttClient, publisher: MqttClient, topic: string): Promise<Received> {
   const inbox = new Inbox<Received>();
-  subscriber.on('message', (t, payload, packet) => inbox.push({ topic: t, payload: payload.toString(), retain: packet.retain }));
+  subscriber.on('message', (t, payload, packet) =>
+    inbox.push({ topic: t, payload: payload.toString(), retain: packet.retain }),
+  );
   await subscriber.subscribeAsync(topic, { qos: 1 });
   await publisher.publishAsync(topic, 'hello', { qos: 1 });
   return inbox.next(`a message on ${topic}`);
@@ -67,14 +74,20 @@ function nextEvent(emitter: MqttClient, event: 'connect' | 'close'): Promise<voi
 const uniqueId = (prefix: string) => `${prefix}-${randomBytes(4).toString('hex')}`;
 
 /** A persistent session is away while QoS 1 messages are published, then comes back for them. */
-async function provesPersistentSession(url: string, between: () => Promise<void> = () => Promise.resolve()): Promise<void> {
+async function provesPersistentSession(
+  url: string,
+  between: () => Promise<void> = () => Promise.resolve(),
+): Promise<void> {
   const session = { clientId: uniqueId('persist'), clean: false } as const;
   const first = await listeningClient(url, session);
   await first.client.subscribeAsync('persist/#', { qos: 1 });
   await first.client.endAsync();
 
   const publisher = await client(url);
-  await publishMany(publisher, [1, 2, 3].map((n) => ({ topic: `persist/${n}`, payload: `m${n}`, qos: 1 as const })));
+  await publishMany(
+    publisher,
+    [1, 2, 3].map((n) => ({ topic: `persist/${n}`, payload: `m${n}`, qos: 1 as const })),
+  );
   await between();
 
   const back = await listeningClient(url, session);
@@ -102,7 +115,11 @@ describe('aedes demo broker', () => {
     await publisher.publishAsync('demo/retained', 'kept', { qos: 1, retain: true });
     const late = await listeningClient(broker.url, {});
     await late.client.subscribeAsync('demo/retained', { qos: 1 });
-    expect(await late.inbox.next('the retained message')).toEqual({ topic: 'demo/retained', payload: 'kept', retain: true });
+    expect(await late.inbox.next('the retained message')).toEqual({
+      topic: 'demo/retained',
+      payload: 'kept',
+      retain: true,
+    });
   });
 
   it('keeps QoS 1 messages for a persistent session (clean: false) while its client is away', async () => {
@@ -162,7 +179,9 @@ describe('mosquitto', () => {
     });
     await expect(connectClient(secured.url)).rejects.toMatchObject({ code: 5 });
     // MQTT 5: Mosquitto 2.0 answers reason code 135 (0x87), "Not authorized", not 134.
-    await expect(connectClient(secured.url, { protocolVersion: 5, username: 'bfg', password: 'wrong-password' })).rejects.toMatchObject({
+    await expect(
+      connectClient(secured.url, { protocolVersion: 5, username: 'bfg', password: 'wrong-password' }),
+    ).rejects.toMatchObject({
       code: 135,
       message: 'Connection refused: Not authorized',
     });

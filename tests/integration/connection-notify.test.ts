@@ -79,9 +79,13 @@ describe('mqtt_connection NOTIFY', () => {
   });
 
   it('status_changed_at follows status changes whoever writes them', async () => {
-    const [before] = await db.sql<{ at: Date }[]>`select status_changed_at as at from mqtt_connection where id = ${conn.id}`;
+    const [before] = await db.sql<
+      { at: Date }[]
+    >`select status_changed_at as at from mqtt_connection where id = ${conn.id}`;
     await db.sql`update mqtt_connection set status = 'error', status_detail = 'refused' where id = ${conn.id}`;
-    const [after] = await db.sql<{ at: Date }[]>`select status_changed_at as at from mqtt_connection where id = ${conn.id}`;
+    const [after] = await db.sql<
+      { at: Date }[]
+    >`select status_changed_at as at from mqtt_connection where id = ${conn.id}`;
     expect(after!.at.getTime()).toBeGreaterThan(before!.at.getTime());
   });
 

@@ -22,8 +22,19 @@ afterAll(async () => {
 
 function message(topic: string): ProcessedMessage {
   return {
-    connectionId, siteId: '0', topic, receivedAt: new Date(), excerpt: '{}', payloadBytes: 2, qos: 1, retained: false,
-    matchedTopicId: null, isProcessable: false, rows: null, failure: null, archivePayload: null,
+    connectionId,
+    siteId: '0',
+    topic,
+    receivedAt: new Date(),
+    excerpt: '{}',
+    payloadBytes: 2,
+    qos: 1,
+    retained: false,
+    matchedTopicId: null,
+    isProcessable: false,
+    rows: null,
+    failure: null,
+    archivePayload: null,
   };
 }
 
@@ -46,9 +57,15 @@ describe('discovery aggregation', () => {
     const [row] = await db.sql<{ topics: number; messages: number }[]>`
       select count(*)::int as topics, sum(message_count)::int as messages from discovered_topic where connection_id = ${connectionId}`;
     expect(row).toEqual({ topics: 120_000, messages: 120_003 });
-    await waitFor('device-0 counted thrice', async () => {
-      const [d] = await db.sql<{ n: number }[]>`select message_count::int as n from discovered_topic where topic = 'fleet/device-0/data'`;
-      return d?.n;
-    }, { accept: (n) => n === 4 });
+    await waitFor(
+      'device-0 counted thrice',
+      async () => {
+        const [d] = await db.sql<
+          { n: number }[]
+        >`select message_count::int as n from discovered_topic where topic = 'fleet/device-0/data'`;
+        return d?.n;
+      },
+      { accept: (n) => n === 4 },
+    );
   });
 });

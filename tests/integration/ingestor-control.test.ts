@@ -78,11 +78,13 @@ describe('connection control loop', () => {
     await waitFor('the session to end', () => run.ingestor.supervisor.session(id) === undefined);
   });
 
-  it('a wrong password shows the broker\'s reason, is retried, and connects once corrected', async () => {
+  it("a wrong password shows the broker's reason, is retried, and connects once corrected", async () => {
     const { id } = await newConnectionRow(mosquitto.port, { username: 'bfg' });
     await db.sql`select set_mqtt_connection_secret(${id}, 'wrong-password')`;
     await db.sql`update mqtt_connection set is_active = true where id = ${id}`;
-    const failed = await waitForStatus(db.sql, id, 'error', { detail: /not authori[sz]ed|bad user ?name or password/i });
+    const failed = await waitForStatus(db.sql, id, 'error', {
+      detail: /not authori[sz]ed|bad user ?name or password/i,
+    });
     expect(failed.statusDetail).toMatch(/retrying in \d+ ms/);
     // Retried: more than one failed attempt is logged.
     await waitFor('a second attempt', async () => {
@@ -166,11 +168,15 @@ describe('connection control loop', () => {
     const { connectClient } = await import('../support/mqtt-client.ts');
     const publisher = await connectClient(mosquitto.url, { username: 'bfg', password: 'right-password' });
     const topic = `${site.slug}/gateway/gw-1/status`;
-    await waitFor('the message after the restart to be discovered', async () => {
-      await publisher.publishAsync(topic, '{"online":true}', { qos: 1 });
-      const rows = await db.sql`select 1 from discovered_topic where connection_id = ${id} and topic = ${topic}`;
-      return rows.length > 0;
-    }, { intervalMs: 250 });
+    await waitFor(
+      'the message after the restart to be discovered',
+      async () => {
+        await publisher.publishAsync(topic, '{"online":true}', { qos: 1 });
+        const rows = await db.sql`select 1 from discovered_topic where connection_id = ${id} and topic = ${topic}`;
+        return rows.length > 0;
+      },
+      { intervalMs: 250 },
+    );
     await publisher.endAsync();
     await db.sql`update mqtt_connection set is_active = false where id = ${id}`;
   });
@@ -179,7 +185,9 @@ describe('connection control loop', () => {
 describe('ingestor configuration', () => {
   it('lists every bad variable in one message, without their values', async () => {
     const { loadIngestorConfig } = await import('@bfg/ingestor');
-    expect(() => loadIngestorConfig({ DATABASE_URL: 'mysql://u:secret@h/db', BFG_SWEEP_INTERVAL_MS: '0', BFG_LOG_LEVEL: 'loud' })).toThrow(
+    expect(() =>
+      loadIngestorConfig({ DATABASE_URL: 'mysql://u:secret@h/db', BFG_SWEEP_INTERVAL_MS: '0', BFG_LOG_LEVEL: 'loud' }),
+    ).toThrow(
       /Invalid environment variables:\n {2}DATABASE_URL: .*\n {2}BFG_SWEEP_INTERVAL_MS: .*\n {2}BFG_LOG_LEVEL: /,
     );
     expect(() => loadIngestorConfig({ DATABASE_URL: 'mysql://u:secret@h/db' })).not.toThrow(/secret/);

@@ -25,7 +25,9 @@ afterEach(async () => {
 /** A site + connection (persistent session, QoS 1) with the data pattern, pointing at `port`. */
 async function setUpConnection(sql: postgres.Sql, port: number): Promise<{ id: string; topic: string }> {
   const slug = `s${randomBytes(3).toString('hex')}`;
-  const [site] = await sql<{ id: string }[]>`insert into site (slug, name) values (${slug}, ${slug}) returning id::text as id`;
+  const [site] = await sql<
+    { id: string }[]
+  >`insert into site (slug, name) values (${slug}, ${slug}) returning id::text as id`;
   const [conn] = await sql<{ id: string }[]>`
     insert into mqtt_connection (site_id, host, port, is_active) values (${site!.id}, '127.0.0.1', ${port}, true)
     returning id::text as id`;
@@ -35,7 +37,11 @@ async function setUpConnection(sql: postgres.Sql, port: number): Promise<{ id: s
 }
 
 /** Message i carries one reading at a distinct second, so the stored count says exactly what arrived. */
-const reading = (i: number) => JSON.stringify({ ts: new Date(Date.UTC(2026, 10, 1) + i * 1000).toISOString(), readings: [{ sensor: 't', value: i }] });
+const reading = (i: number) =>
+  JSON.stringify({
+    ts: new Date(Date.UTC(2026, 10, 1) + i * 1000).toISOString(),
+    readings: [{ sensor: 't', value: i }],
+  });
 
 async function publishRange(client: MqttClient, topic: string, from: number, to: number): Promise<void> {
   const pending: Promise<unknown>[] = [];
@@ -43,13 +49,19 @@ async function publishRange(client: MqttClient, topic: string, from: number, to:
   await Promise.all(pending);
 }
 
-const storedCount = async (sql: postgres.Sql) => (await sql<{ n: number }[]>`select count(*)::int as n from sensor_reading`)[0]!.n;
+const storedCount = async (sql: postgres.Sql) =>
+  (await sql<{ n: number }[]>`select count(*)::int as n from sensor_reading`)[0]!.n;
 
 /**
  * A migrated Postgres cluster of the test's own, which the test may stop and start again (the
  * shared test cluster must stay up for the other files).
  */
-async function ownPostgres(): Promise<{ url: string; sql: postgres.Sql; stop(): Promise<void>; start(): Promise<void> }> {
+async function ownPostgres(): Promise<{
+  url: string;
+  sql: postgres.Sql;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}> {
   const dir = await makeTempDir('pg-outage');
   cleanups.push(() => dir.remove());
   const port = await getFreePort();
@@ -83,7 +95,10 @@ describe('no ack before commit', () => {
     cleanups.push(() => mosquitto.stop());
     const { id, topic } = await setUpConnection(sql, mosquitto.port);
     const maxPending = 500;
-    const run: RunningIngestor = await startIngestor(url, { BFG_MAX_PENDING_MESSAGES: String(maxPending), BFG_BATCH_MAX_MESSAGES: '100' });
+    const run: RunningIngestor = await startIngestor(url, {
+      BFG_MAX_PENDING_MESSAGES: String(maxPending),
+      BFG_BATCH_MAX_MESSAGES: '100',
+    });
     cleanups.push(() => run.stop());
     await waitForStatus(sql, id, 'connected', { detail: /subscribed/ });
     const publisher = await connectClient(mosquitto.url);
@@ -95,60 +110,76 @@ describe('no ack before commit', () => {
     await pg.stop();
     await publishRange(publisher, topic, 1_000, total);
     // While the database is away, the ingestor holds at most maxPending messages and reads no more.
-    await waitFor('the writer to fill up and stop', () => run.ingestor.writer.pending, { accept: (n) => n >= maxPending });
+    await waitFor('the writer to fill up and stop', () => run.ingestor.writer.pending, {
+      accept: (n) => n >= maxPending,
+    });
     expect(run.ingestor.writer.pending).toBeLessThanOrEqual(maxPending + 1);
 
     await pg.start();
     await waitFor(`all ${total} readings`, () => storedCount(sql), { accept: (n) => n >= total, timeoutMs: 30_000 });
     expect(await storedCount(sql)).toBe(total);
-    const [range] = await sql<{ min: number; max: number }[]>`select min(value) as min, max(value) as max from sensor_reading`;
+    const [range] = await sql<
+      { min: number; max: number }[]
+    >`select min(value) as min, max(value) as max from sensor_reading`;
     expect(range).toEqual({ min: 0, max: total - 1 });
   });
 
-  it.each(['SIGKILL', 'SIGTERM'] as const)('stores every QoS 1 message once when the ingestor gets %s mid-stream and restarts', async (signal) => {
-    const db: TestDatabase = await createTestDatabase();
-    cleanups.push(() => db.drop());
-    const mosquitto = await startMosquitto();
-    cleanups.push(() => mosquitto.stop());
-    const { id, topic } = await setUpConnection(db.sql, mosquitto.port);
-    const logs = await makeTempDir('killed-ingestor');
-    cleanups.push(() => logs.remove());
+  it.each(['SIGKILL', 'SIGTERM'] as const)(
+    'stores every QoS 1 message once when the ingestor gets %s mid-stream and restarts',
+    async (signal) => {
+      const db: TestDatabase = await createTestDatabase();
+      cleanups.push(() => db.drop());
+      const mosquitto = await startMosquitto();
+      cleanups.push(() => mosquitto.stop());
+      const { id, topic } = await setUpConnection(db.sql, mosquitto.port);
+      const logs = await makeTempDir('killed-ingestor');
+      cleanups.push(() => logs.remove());
 
-    const spawnIngestor = (): ChildProcess => {
-      const child = spawn(process.execPath, [path.join(repoRoot, 'ingestor/src/main.ts')], {
-        env: { ...process.env, DATABASE_URL: db.url, BFG_LOG_DIR: logs.path, BFG_LOG_LEVEL: 'warn', BFG_INSTANCE_ID: 'killable' },
-        stdio: ['ignore', 'ignore', 'inherit'],
+      const spawnIngestor = (): ChildProcess => {
+        const child = spawn(process.execPath, [path.join(repoRoot, 'ingestor/src/main.ts')], {
+          env: {
+            ...process.env,
+            DATABASE_URL: db.url,
+            BFG_LOG_DIR: logs.path,
+            BFG_LOG_LEVEL: 'warn',
+            BFG_INSTANCE_ID: 'killable',
+          },
+          stdio: ['ignore', 'ignore', 'inherit'],
+        });
+        cleanups.push(() => Promise.resolve(child.kill('SIGKILL')));
+        return child;
+      };
+
+      let child = spawnIngestor();
+      await waitForStatus(db.sql, id, 'connected', { detail: /subscribed/, timeoutMs: 15_000 });
+      const publisher = await connectClient(mosquitto.url);
+      cleanups.push(() => publisher.endAsync());
+
+      const total = 30_000;
+      const half = total / 2;
+      const publishing = publishRange(publisher, topic, 0, half);
+      await waitFor('a first part committed', () => storedCount(db.sql), { accept: (n) => n >= 1_000, intervalMs: 5 });
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill(signal);
+      const code = await exited;
+      // SIGTERM is a graceful stop: what was received is written and acknowledged, then exit 0.
+      if (signal === 'SIGTERM') {
+        expect(code).toBe(0);
+        expect((await connectionState(db.sql, id)).status).toBe('disconnected');
+      }
+      await publishing;
+      // Published while the ingestor is down: the broker keeps them for its persistent session.
+      await publishRange(publisher, topic, half, total);
+      expect(await storedCount(db.sql)).toBeLessThanOrEqual(half);
+
+      child = spawnIngestor();
+      await waitFor(`all ${total} readings`, () => storedCount(db.sql), {
+        accept: (n) => n >= total,
+        timeoutMs: 30_000,
       });
-      cleanups.push(() => Promise.resolve(child.kill('SIGKILL')));
-      return child;
-    };
-
-    let child = spawnIngestor();
-    await waitForStatus(db.sql, id, 'connected', { detail: /subscribed/, timeoutMs: 15_000 });
-    const publisher = await connectClient(mosquitto.url);
-    cleanups.push(() => publisher.endAsync());
-
-    const total = 30_000;
-    const half = total / 2;
-    const publishing = publishRange(publisher, topic, 0, half);
-    await waitFor('a first part committed', () => storedCount(db.sql), { accept: (n) => n >= 1_000, intervalMs: 5 });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    child.kill(signal);
-    const code = await exited;
-    // SIGTERM is a graceful stop: what was received is written and acknowledged, then exit 0.
-    if (signal === 'SIGTERM') {
-      expect(code).toBe(0);
-      expect((await connectionState(db.sql, id)).status).toBe('disconnected');
-    }
-    await publishing;
-    // Published while the ingestor is down: the broker keeps them for its persistent session.
-    await publishRange(publisher, topic, half, total);
-    expect(await storedCount(db.sql)).toBeLessThanOrEqual(half);
-
-    child = spawnIngestor();
-    await waitFor(`all ${total} readings`, () => storedCount(db.sql), { accept: (n) => n >= total, timeoutMs: 30_000 });
-    expect(await storedCount(db.sql)).toBe(total);
-  });
+      expect(await storedCount(db.sql)).toBe(total);
+    },
+  );
 });
 
 describe('shutdown', () => {
@@ -167,12 +198,18 @@ describe('shutdown', () => {
     // An outage long enough for a few failed writes (each one a failed reconnect of the pool).
     await pg.stop();
     let sent = 0;
-    await waitFor('the writer to retry a few times', async () => {
-      await publishRange(publisher, topic, sent, sent + 1);
-      sent += 1;
-      return run.ingestor.writer.totals.retries;
-    }, { accept: (n) => n >= 4, intervalMs: 250, timeoutMs: 20_000 });
-    await waitFor('every message published to be held by the writer', () => run.ingestor.writer.pending, { accept: (n) => n === sent });
+    await waitFor(
+      'the writer to retry a few times',
+      async () => {
+        await publishRange(publisher, topic, sent, sent + 1);
+        sent += 1;
+        return run.ingestor.writer.totals.retries;
+      },
+      { accept: (n) => n >= 4, intervalMs: 250, timeoutMs: 20_000 },
+    );
+    await waitFor('every message published to be held by the writer', () => run.ingestor.writer.pending, {
+      accept: (n) => n === sent,
+    });
     await pg.start();
 
     // Postgres accepts connections again. The graceful stop writes what was received, ends the

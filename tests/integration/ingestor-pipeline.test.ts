@@ -56,20 +56,43 @@ const count = async (query: Promise<{ n: number }[]>) => (await query)[0]!.n;
 describe('message pipeline', () => {
   it('stores every good message and logs every bad one, interleaved', async () => {
     const dataTopic = (gw: string, dl: string) => `${slug}/gateway/${gw}/datalogger/${dl}/data`;
-    await publisher.publishAsync(`${slug}/gateway/gw-1/status`, JSON.stringify({ online: true, firmware: '2.4.1', rssi_dbm: -67 }), { qos: 1, retain: true });
-    await publisher.publishAsync(`${slug}/gateway/gw-1/datalogger/dl-1/info`, JSON.stringify({
-      model: 'DL-400', serial: 'DL4-1', interval_s: 60,
-      sensors: [{ id: 't_air', name: 'Air temperature', kind: 'temperature', unit: '°C' }, { id: 'rh', kind: 'humidity', unit: '%' }],
-    }), { qos: 1, retain: true });
+    await publisher.publishAsync(
+      `${slug}/gateway/gw-1/status`,
+      JSON.stringify({ online: true, firmware: '2.4.1', rssi_dbm: -67 }),
+      { qos: 1, retain: true },
+    );
+    await publisher.publishAsync(
+      `${slug}/gateway/gw-1/datalogger/dl-1/info`,
+      JSON.stringify({
+        model: 'DL-400',
+        serial: 'DL4-1',
+        interval_s: 60,
+        sensors: [
+          { id: 't_air', name: 'Air temperature', kind: 'temperature', unit: '°C' },
+          { id: 'rh', kind: 'humidity', unit: '%' },
+        ],
+      }),
+      { qos: 1, retain: true },
+    );
 
     const base = Date.parse('2026-11-26T10:00:00Z');
     let good = 0;
     for (let i = 0; i < 200; i++) {
       const ts = new Date(base + i * 1000).toISOString();
-      const payload = i % 2 === 0
-        ? { ts, seq: i, readings: [{ sensor: 't_air', value: 20 + i / 100 }, { sensor: 'rh', value: null, quality: 'bad' }] }
-        : { ts: Math.floor((base + i * 1000) / 1000), values: { t_air: 20 + i / 100, rh: 50 } };
-      await publisher.publishAsync(dataTopic('gw-1', i % 4 === 0 ? 'dl-2' : 'dl-1'), JSON.stringify(payload), { qos: 1 });
+      const payload =
+        i % 2 === 0
+          ? {
+              ts,
+              seq: i,
+              readings: [
+                { sensor: 't_air', value: 20 + i / 100 },
+                { sensor: 'rh', value: null, quality: 'bad' },
+              ],
+            }
+          : { ts: Math.floor((base + i * 1000) / 1000), values: { t_air: 20 + i / 100, rh: 50 } };
+      await publisher.publishAsync(dataTopic('gw-1', i % 4 === 0 ? 'dl-2' : 'dl-1'), JSON.stringify(payload), {
+        qos: 1,
+      });
       good += 1;
       const bad = badPayloads[i % badPayloads.length]!(dataTopic('gw-1', 'dl-1'), slug);
       await publisher.publishAsync(bad.topic, bad.payload, { qos: 1 });
@@ -78,14 +101,19 @@ describe('message pipeline', () => {
     const duplicate = JSON.stringify({ ts: new Date(base).toISOString(), readings: [{ sensor: 't_air', value: 20 }] });
     await publisher.publishAsync(dataTopic('gw-1', 'dl-2'), duplicate, { qos: 1 });
 
-    await waitFor('all 400 readings', () => count(db.sql`select count(*)::int as n from sensor_reading`), { accept: (n) => n >= 2 * good });
+    await waitFor('all 400 readings', () => count(db.sql`select count(*)::int as n from sensor_reading`), {
+      accept: (n) => n >= 2 * good,
+    });
     expect(await count(db.sql`select count(*)::int as n from sensor_reading`)).toBe(2 * good);
 
     // NULL values (sensor faults), qualities and absent qualities are stored as sent.
     const qualities = await db.sql<{ quality: string | null; nulls: number; n: number }[]>`
       select quality, count(*) filter (where value is null)::int as nulls, count(*)::int as n
       from sensor_reading group by quality order by quality nulls last`;
-    expect(qualities).toEqual([{ quality: 'bad', nulls: 100, n: 100 }, { quality: null, nulls: 0, n: 2 * good - 100 }]);
+    expect(qualities).toEqual([
+      { quality: 'bad', nulls: 100, n: 100 },
+      { quality: null, nulls: 0, n: 2 * good - 100 },
+    ]);
     const [gateway] = await db.sql`select online, firmware, rssi_dbm from gateway where ident = 'gw-1'`;
     expect(gateway).toEqual({ online: true, firmware: '2.4.1', rssi_dbm: -67 });
     const sensors = await db.sql<{ ident: string; kind: string | null; unit: string | null; dl: string }[]>`
@@ -102,10 +130,14 @@ describe('message pipeline', () => {
     expect(latest!.at.toISOString()).toBe(new Date(base + 199 * 1000).toISOString());
     expect(latest!.value).toBeCloseTo(21.99);
 
-    await waitFor('the parsing log to hold every kind', async () => {
-      const kinds = await db.sql<{ kind: string }[]>`select distinct kind from mqtt_parsing_log order by kind`;
-      return kinds.map((k) => k.kind).join(',');
-    }, { accept: (kinds) => kinds === 'invalid_json,invalid_topic,schema,too_large' });
+    await waitFor(
+      'the parsing log to hold every kind',
+      async () => {
+        const kinds = await db.sql<{ kind: string }[]>`select distinct kind from mqtt_parsing_log order by kind`;
+        return kinds.map((k) => k.kind).join(',');
+      },
+      { accept: (kinds) => kinds === 'invalid_json,invalid_topic,schema,too_large' },
+    );
     const byKind = await db.sql<{ kind: string; n: number }[]>`
       select kind, sum(count)::int as n from mqtt_parsing_log group by kind order by kind`;
     // 200 bad messages cycling through the 17 kinds of PAYLOADS.md's table (12 or 11 of each).
@@ -115,12 +147,18 @@ describe('message pipeline', () => {
       select issue_paths as paths from mqtt_parsing_log where kind = 'schema' and 'readings.0.value' = any(issue_paths)`;
     expect(issues.length).toBeGreaterThanOrEqual(1);
 
-    await waitFor('discovery to count every message of the data topic', async () => {
-      const [row] = await db.sql<{ n: number; processable: boolean }[]>`
+    await waitFor(
+      'discovery to count every message of the data topic',
+      async () => {
+        const [row] = await db.sql<{ n: number; processable: boolean }[]>`
         select message_count::int as n, is_processable as processable from discovered_topic where topic = ${dataTopic('gw-1', 'dl-1')}`;
-      return row;
-    }, { accept: (row) => row !== undefined && row.n >= 150 && row.processable });
-    const [long] = await db.sql<{ length: number }[]>`select length(topic) as length from discovered_topic order by length(topic) desc limit 1`;
+        return row;
+      },
+      { accept: (row) => row !== undefined && row.n >= 150 && row.processable },
+    );
+    const [long] = await db.sql<
+      { length: number }[]
+    >`select length(topic) as length from discovered_topic order by length(topic) desc limit 1`;
     expect(long!.length).toBe(1024);
   });
 
@@ -128,10 +166,18 @@ describe('message pipeline', () => {
     const topic = `${slug}/gateway/gw-9/datalogger/dl-1/data`;
     const before = await count(db.sql`select count(*)::int as n from sensor_reading`);
     for (let sent = 0; sent < 10_000; sent += 500) {
-      await Promise.all(Array.from({ length: 500 }, () => publisher.publishAsync(topic, '{"ts": 1, "readings": "nope"}', { qos: 0 })));
+      await Promise.all(
+        Array.from({ length: 500 }, () => publisher.publishAsync(topic, '{"ts": 1, "readings": "nope"}', { qos: 0 })),
+      );
     }
-    await publisher.publishAsync(topic, JSON.stringify({ ts: new Date().toISOString(), values: { t_air: 1 } }), { qos: 1 });
-    await waitFor('the good message after the burst', () => count(db.sql`select count(*)::int as n from sensor_reading`), { accept: (n) => n === before + 1 });
+    await publisher.publishAsync(topic, JSON.stringify({ ts: new Date().toISOString(), values: { t_air: 1 } }), {
+      qos: 1,
+    });
+    await waitFor(
+      'the good message after the burst',
+      () => count(db.sql`select count(*)::int as n from sensor_reading`),
+      { accept: (n) => n === before + 1 },
+    );
     const rows = await db.sql<{ count: number }[]>`select count::int from mqtt_parsing_log where topic = ${topic}`;
     expect(rows).toHaveLength(1);
     expect(rows[0]!.count).toBe(10_000);

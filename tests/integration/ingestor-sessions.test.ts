@@ -72,7 +72,11 @@ interface LogRow {
 const logSince = (id: string, after: number) => db.sql<LogRow[]>`
   select id::int as id, event, level, detail from mqtt_connection_log where connection_id = ${id} and id > ${after} order by id`;
 const lastLogId = async (id: string) =>
-  (await db.sql<{ n: number }[]>`select coalesce(max(id), 0)::int as n from mqtt_connection_log where connection_id = ${id}`)[0]!.n;
+  (
+    await db.sql<
+      { n: number }[]
+    >`select coalesce(max(id), 0)::int as n from mqtt_connection_log where connection_id = ${id}`
+  )[0]!.n;
 
 /** Waits for a 'subscribe' row after `after` whose detail matches every pattern. */
 async function waitForSubscribeLog(id: string, after: number, ...patterns: RegExp[]): Promise<LogRow> {
@@ -84,10 +88,15 @@ async function waitForSubscribeLog(id: string, after: number, ...patterns: RegEx
 }
 
 const sessionFilters = async (id: string) =>
-  (await db.sql<{ filters: string[] }[]>`select session_filters as filters from mqtt_connection where id = ${id}`)[0]!.filters;
+  (await db.sql<{ filters: string[] }[]>`select session_filters as filters from mqtt_connection where id = ${id}`)[0]!
+    .filters;
 
 const discoveredCount = async (id: string, topic: string) =>
-  (await db.sql<{ n: number }[]>`select message_count::int as n from discovered_topic where connection_id = ${id} and topic = ${topic}`)[0]?.n ?? 0;
+  (
+    await db.sql<
+      { n: number }[]
+    >`select message_count::int as n from discovered_topic where connection_id = ${id} and topic = ${topic}`
+  )[0]?.n ?? 0;
 
 /**
  * Publishes on every `silent` topic, then on `heard` (in that order, QoS 1, one publisher), and
@@ -97,7 +106,10 @@ const discoveredCount = async (id: string, topic: string) =>
 async function expectDelivery(id: string, heard: string, silent: string[]): Promise<void> {
   const tag = randomBytes(3).toString('hex');
   const before = await discoveredCount(id, heard);
-  await publishMany(publisher, [...silent, heard].map((topic) => ({ topic, payload: `{"tag":"${tag}"}`, qos: 1 as const })));
+  await publishMany(
+    publisher,
+    [...silent, heard].map((topic) => ({ topic, payload: `{"tag":"${tag}"}`, qos: 1 as const })),
+  );
   await waitFor(`${heard} to be discovered`, () => discoveredCount(id, heard), { accept: (n) => n > before });
   for (const topic of silent) expect(await discoveredCount(id, topic), `messages discovered on ${topic}`).toBe(0);
 }
@@ -112,7 +124,12 @@ describe('subscriptions follow subscribe_filters', () => {
 
     let mark = await lastLogId(id);
     await db.sql`update mqtt_connection set subscribe_filters = ${[`${slug}/b/#`]}::text[] where id = ${id}`;
-    const changed = await waitForSubscribeLog(id, mark, new RegExp(`subscribed to ${slug}/b/#`), new RegExp(`unsubscribed from ${slug}/a/#`));
+    const changed = await waitForSubscribeLog(
+      id,
+      mark,
+      new RegExp(`subscribed to ${slug}/b/#`),
+      new RegExp(`unsubscribed from ${slug}/a/#`),
+    );
     expect(changed.level).toBe('info');
     expect(run.ingestor.supervisor.session(id)).toBe(session);
     expect((await logSince(id, mark)).map((r) => r.event)).toEqual(['subscribe']);
@@ -122,7 +139,12 @@ describe('subscriptions follow subscribe_filters', () => {
     // The share group too is changed in place; the $share/<group>/ prefix is what the broker holds.
     mark = await lastLogId(id);
     await db.sql`update mqtt_connection set share_group = 'g1' where id = ${id}`;
-    await waitForSubscribeLog(id, mark, new RegExp(`subscribed to \\$share/g1/${slug}/b/#`), new RegExp(`unsubscribed from ${slug}/b/#`));
+    await waitForSubscribeLog(
+      id,
+      mark,
+      new RegExp(`subscribed to \\$share/g1/${slug}/b/#`),
+      new RegExp(`unsubscribed from ${slug}/b/#`),
+    );
     expect(run.ingestor.supervisor.session(id)).toBe(session);
     expect(await sessionFilters(id)).toEqual([`$share/g1/${slug}/b/#`]);
     await expectDelivery(id, `${slug}/b/2`, [`${slug}/a/2`]);
@@ -133,7 +155,8 @@ describe('subscriptions follow subscribe_filters', () => {
     mark = await lastLogId(id);
     await mosquitto.restart();
     const reconnected = await waitFor('the reconnect', async () =>
-      (await logSince(id, mark)).find((r) => r.event === 'reconnect' && r.detail.startsWith('connected')));
+      (await logSince(id, mark)).find((r) => r.event === 'reconnect' && r.detail.startsWith('connected')),
+    );
     expect(reconnected!.detail).toBe('connected; the broker kept our session');
     await expectDelivery(id, `${slug}/b/3`, [`${slug}/a/3`]);
     expect((await logSince(id, mark)).filter((r) => r.event === 'subscribe')).toEqual([]);
@@ -146,9 +169,16 @@ describe('subscriptions follow subscribe_filters', () => {
     const mark = await lastLogId(id);
     await mosquitto.restart(async () => {
       await db.sql`update mqtt_connection set subscribe_filters = ${[`${slug}/c/#`]}::text[] where id = ${id}`;
-      await waitFor('the session to follow the new row', () => run.ingestor.supervisor.session(id)?.row.subscribeFilters.includes(`${slug}/c/#`));
+      await waitFor('the session to follow the new row', () =>
+        run.ingestor.supervisor.session(id)?.row.subscribeFilters.includes(`${slug}/c/#`),
+      );
     });
-    await waitForSubscribeLog(id, mark, new RegExp(`subscribed to ${slug}/c/#`), new RegExp(`unsubscribed from ${slug}/a/#`));
+    await waitForSubscribeLog(
+      id,
+      mark,
+      new RegExp(`subscribed to ${slug}/c/#`),
+      new RegExp(`unsubscribed from ${slug}/a/#`),
+    );
     const events = (await logSince(id, mark)).map((r) => [r.event, r.detail]);
     expect(events).toContainEqual(['reconnect', 'connected; the broker kept our session']);
     expect(await sessionFilters(id)).toEqual([`${slug}/c/#`]);
@@ -170,7 +200,12 @@ describe('subscriptions follow subscribe_filters', () => {
 
     const mark = await lastLogId(id);
     await ingestor();
-    const synced = await waitForSubscribeLog(id, mark, new RegExp(`subscribed to ${slug}/b/#`), new RegExp(`unsubscribed from ${slug}/a/#`));
+    const synced = await waitForSubscribeLog(
+      id,
+      mark,
+      new RegExp(`subscribed to ${slug}/b/#`),
+      new RegExp(`unsubscribed from ${slug}/a/#`),
+    );
     expect((await logSince(id, mark)).map((r) => r.detail)).toContain('connected; the broker kept our session');
     // The filter kept is subscribed again (this process cannot know that the broker has it), with
     // MQTT 5 retain handling 1: its retained message is not sent a second time.
@@ -183,20 +218,28 @@ describe('subscriptions follow subscribe_filters', () => {
   it.each([
     [4, /the broker refused forbidden\/[a-z0-9-]+\/# \(0x80 Unspecified error\)/],
     [5, /the broker refused forbidden\/[a-z0-9-]+\/# \(0x87 Not authorized\)/],
-  ] as const)('MQTT %i: a refused filter is logged with the broker\'s reason and not recorded as held', async (version, refusal) => {
-    await ingestor();
-    const { id, slug } = await connection((s) => [`forbidden/${s}/#`, `${s}/ok/#`], { protocolVersion: version });
-    const row = await waitForSubscribeLog(id, 0, refusal, new RegExp(`subscribed to ${slug}/ok/#`));
-    expect(row.level).toBe('warn');
-    expect(await sessionFilters(id)).toEqual([`${slug}/ok/#`]);
-    await waitForStatus(db.sql, id, 'connected', { detail: refusal });
-  });
+  ] as const)(
+    "MQTT %i: a refused filter is logged with the broker's reason and not recorded as held",
+    async (version, refusal) => {
+      await ingestor();
+      const { id, slug } = await connection((s) => [`forbidden/${s}/#`, `${s}/ok/#`], { protocolVersion: version });
+      const row = await waitForSubscribeLog(id, 0, refusal, new RegExp(`subscribed to ${slug}/ok/#`));
+      expect(row.level).toBe('warn');
+      expect(await sessionFilters(id)).toEqual([`${slug}/ok/#`]);
+      await waitForStatus(db.sql, id, 'connected', { detail: refusal });
+    },
+  );
 });
 
 describe('BrokerSubscriptions', () => {
   it('records a filter before its SUBSCRIBE goes out, and forgets one only after its UNSUBACK', async () => {
     const clientId = `bfg-test-${randomBytes(4).toString('hex')}`;
-    const client = await connectClient(mosquitto.url, { clientId, clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 60 } });
+    const client = await connectClient(mosquitto.url, {
+      clientId,
+      clean: false,
+      protocolVersion: 5,
+      properties: { sessionExpiryInterval: 60 },
+    });
     cleanups.push(() => client.endAsync(true));
     const records: string[][] = [];
     const subscriptions = new BrokerSubscriptions(['old/#'], (filters) => {
@@ -211,9 +254,18 @@ describe('BrokerSubscriptions', () => {
 
     subscriptions.connected(true, 5);
     const change = await subscriptions.sync(client, ['new/#'], 5);
-    expect(change).toEqual({ subscribed: ['new/#'], renewed: [], unsubscribed: ['old/#'], refused: [], keptByBroker: [] });
+    expect(change).toEqual({
+      subscribed: ['new/#'],
+      renewed: [],
+      unsubscribed: ['old/#'],
+      refused: [],
+      keptByBroker: [],
+    });
     // A crash at any point leaves a record that includes whatever the broker may hold.
-    expect(onTheWire).toEqual([['subscribe', ['new/#', 'old/#']], ['unsubscribe', ['new/#', 'old/#']]]);
+    expect(onTheWire).toEqual([
+      ['subscribe', ['new/#', 'old/#']],
+      ['unsubscribe', ['new/#', 'old/#']],
+    ]);
     expect(records).toEqual([['new/#', 'old/#'], ['new/#']]);
     expect(subscriptions.needsSync(['new/#'])).toBe(false);
   });

@@ -33,7 +33,12 @@ const cleanups: (() => Promise<unknown> | void)[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  server = await startRealtimeServer({ port: await getFreePort(), jwtSecret: secret, sql: db.sql, databaseUrl: db.url });
+  server = await startRealtimeServer({
+    port: await getFreePort(),
+    jwtSecret: secret,
+    sql: db.sql,
+    databaseUrl: db.url,
+  });
   fake = await startFakeRealtime();
   anonKey = await signJwt(secret, { role: 'anon', iss: 'supabase' });
 });
@@ -97,7 +102,8 @@ function watch(client: SupabaseClient, options: Options) {
   const logs: string[] = [];
   const held: (() => void)[] = [];
   const timers = trackedTimers();
-  const record = (...args: unknown[]) => logs.push(args.map((a) => (a instanceof Error ? a.message : String(a))).join(' '));
+  const record = (...args: unknown[]) =>
+    logs.push(args.map((a) => (a instanceof Error ? a.message : String(a))).join(' '));
   let reloads = 0;
   const lifecycle = new ChannelLifecycle<RawMessage>({
     timers,
@@ -131,7 +137,13 @@ function watch(client: SupabaseClient, options: Options) {
   lifecycle.connect();
   cleanups.push(() => lifecycle.disconnect());
   return {
-    lifecycle, events, parsed, applied, statuses, logs, timers,
+    lifecycle,
+    events,
+    parsed,
+    applied,
+    statuses,
+    logs,
+    timers,
     get reloads() {
       return reloads;
     },
@@ -140,16 +152,32 @@ function watch(client: SupabaseClient, options: Options) {
   };
 }
 
-const pgOk = (join: FakeJoin) => ({ extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: join.topic.slice('realtime:'.length) });
-const replicationOk = (join: FakeJoin) => ({ extension: 'system', status: 'ok', message: 'Replication connection established', channel: join.topic.slice('realtime:'.length) });
+const pgOk = (join: FakeJoin) => ({
+  extension: 'postgres_changes',
+  status: 'ok',
+  message: 'Subscribed to PostgreSQL',
+  channel: join.topic.slice('realtime:'.length),
+});
+const replicationOk = (join: FakeJoin) => ({
+  extension: 'system',
+  status: 'ok',
+  message: 'Replication connection established',
+  channel: join.topic.slice('realtime:'.length),
+});
 const siteInsert = (id: number) => ({
   ids: [1000],
   data: {
-    schema: 'public', table: 'site', type: 'INSERT', commit_timestamp: new Date().toISOString(), errors: null,
-    columns: [{ name: 'id', type: 'int8' }], record: { id },
+    schema: 'public',
+    table: 'site',
+    type: 'INSERT',
+    commit_timestamp: new Date().toISOString(),
+    errors: null,
+    columns: [{ name: 'id', type: 'int8' }],
+    record: { id },
   },
 });
-const recordId = (message: RawMessage | undefined) => (message?.kind === 'postgres' ? (message.record as { id?: unknown }).id : undefined);
+const recordId = (message: RawMessage | undefined) =>
+  message?.kind === 'postgres' ? (message.record as { id?: unknown }).id : undefined;
 
 /** The fake's next join, once realtime-js has taken its reply (SUBSCRIBED). */
 async function joined(client: SupabaseClient, topic: string): Promise<FakeJoin> {
@@ -187,7 +215,12 @@ describe('live channel lifecycle', () => {
   it('stays reconnecting while the reload fails, retries it with backoff, and goes live when it succeeds', async () => {
     const topic = `lc-${randomUUID()}`;
     const client = clientFor(fake.url, () => anonKey);
-    const live = watch(client, { topic, postgresChanges: [{ table: 'site' }], failReloads: 2, rejoin: { initialMs: 50, maxMs: 200 } });
+    const live = watch(client, {
+      topic,
+      postgresChanges: [{ table: 'site' }],
+      failReloads: 2,
+      rejoin: { initialMs: 50, maxMs: 200 },
+    });
     const join = await joined(client, topic);
     join.push('system', pgOk(join));
     join.fastlane('postgres_changes', siteInsert(1));
@@ -195,7 +228,15 @@ describe('live channel lifecycle', () => {
     expect(live.lifecycle.status).toBe('reconnecting');
     expect(live.applied).toEqual([]);
     await waitFor('the page to be live', () => live.lifecycle.status === 'live');
-    expect(live.events).toEqual(['reload', 'reload failed', 'reload', 'reload failed', 'reload', 'reloaded', 'apply 1']);
+    expect(live.events).toEqual([
+      'reload',
+      'reload failed',
+      'reload',
+      'reload failed',
+      'reload',
+      'reloaded',
+      'apply 1',
+    ]);
   });
 
   it('reloads again when the feed is subscribed again without a new SUBSCRIBED', async () => {
@@ -240,7 +281,10 @@ describe('live channel lifecycle', () => {
     await waitFor('the server to close the channel', () => live.times('reconnecting') === 1, { timeoutMs: 10_000 });
     expect(live.logs.join('\n')).toMatch(/closed by the server: Token has expired \d+ seconds ago/);
     await waitFor('live again', () => live.times('live') === 2, { timeoutMs: 10_000 });
-    const [closed, back] = [live.statuses.find((s) => s.status === 'reconnecting')!, live.statuses.findLast((s) => s.status === 'live')!];
+    const [closed, back] = [
+      live.statuses.find((s) => s.status === 'reconnecting')!,
+      live.statuses.findLast((s) => s.status === 'live')!,
+    ];
     expect(back.at - closed.at).toBeGreaterThanOrEqual(500);
     expect(live.reloads).toBe(2);
     expect(channelOf(client, topic)).not.toBe(first);
@@ -258,9 +302,17 @@ describe('live channel lifecycle', () => {
     await waitFor('live', () => live.lifecycle.status === 'live');
 
     // A rate limit, as Realtime closes a channel: a system error, then phx_close.
-    join.push('system', { extension: 'system', status: 'error', message: 'Too many messages per second', channel: topic });
+    join.push('system', {
+      extension: 'system',
+      status: 'error',
+      message: 'Too many messages per second',
+      channel: topic,
+    });
     join.push('phx_close', {});
-    await waitFor('the rejoin to be scheduled', () => live.lifecycle.status === 'reconnecting' && live.timers.pending() === 1);
+    await waitFor(
+      'the rejoin to be scheduled',
+      () => live.lifecycle.status === 'reconnecting' && live.timers.pending() === 1,
+    );
     expect(channelOf(client, topic)).toBeUndefined();
 
     live.lifecycle.disconnect();
@@ -271,12 +323,21 @@ describe('live channel lifecycle', () => {
   it('backs off further each time the server closes the channel soon after the rejoin', async () => {
     const topic = `lc-${randomUUID()}`;
     const client = clientFor(fake.url, () => anonKey);
-    const live = watch(client, { topic, postgresChanges: [{ table: 'site' }], rejoin: { initialMs: 100, maxMs: 10_000 } });
+    const live = watch(client, {
+      topic,
+      postgresChanges: [{ table: 'site' }],
+      rejoin: { initialMs: 100, maxMs: 10_000 },
+    });
     for (let close = 0; close < 3; close++) {
       const join = await joined(client, topic);
       join.push('system', pgOk(join));
       await waitFor('live', () => live.times('live') === close + 1);
-      join.push('system', { extension: 'system', status: 'error', message: 'Too many messages per second', channel: topic });
+      join.push('system', {
+        extension: 'system',
+        status: 'error',
+        message: 'Too many messages per second',
+        channel: topic,
+      });
       join.push('phx_close', {});
     }
     const join = await joined(client, topic);
@@ -297,8 +358,11 @@ describe('live channel lifecycle', () => {
     const live = watch(client, { topic, postgresChanges: [{ table: 'site' }] });
     const join = await joined(client, topic);
     const failed = {
-      extension: 'postgres_changes', status: 'error', channel: topic,
-      message: 'Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: [event: *, schema: public, table: site, filters: []]',
+      extension: 'postgres_changes',
+      status: 'error',
+      channel: topic,
+      message:
+        'Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: [event: *, schema: public, table: site, filters: []]',
     };
     join.push('system', failed);
     // Frames are handled in order: once this change is parsed, the error before it was seen.
@@ -311,7 +375,10 @@ describe('live channel lifecycle', () => {
 
     // Supabase retries the subscription; an ok follows when it works.
     join.push('system', pgOk(join));
-    await waitFor('live, and the kept change applied', () => live.lifecycle.status === 'live' && live.applied.length === 1);
+    await waitFor(
+      'live, and the kept change applied',
+      () => live.lifecycle.status === 'live' && live.applied.length === 1,
+    );
 
     // Failing while live: the page stops saying live, and what arrives waits for the next reload.
     join.push('system', failed);
@@ -327,7 +394,12 @@ describe('live channel lifecycle', () => {
   it('asks for replication_ready on a private broadcast channel and waits for both feeds before reloading', async () => {
     const topic = `site:${randomUUID()}`;
     const client = clientFor(fake.url, () => anonKey);
-    const live = watch(client, { topic, private: true, broadcastEvents: ['sensor_changed'], postgresChanges: [{ table: 'site' }] });
+    const live = watch(client, {
+      topic,
+      private: true,
+      broadcastEvents: ['sensor_changed'],
+      postgresChanges: [{ table: 'site' }],
+    });
     const join = await joined(client, topic);
     expect(join.payload['config']).toMatchObject({ private: true, broadcast: { replication_ready: true } });
 
@@ -345,7 +417,7 @@ describe('live channel lifecycle', () => {
     await waitFor('the page to be live', () => live.lifecycle.status === 'live');
   });
 
-  it('goes live on the real server\'s replication signal and receives Broadcast from Database', async () => {
+  it("goes live on the real server's replication signal and receives Broadcast from Database", async () => {
     const site = await newSite(db.sql);
     const topic = `site:${site.id}`;
     const token = await signJwt(secret, { role: 'authenticated', sub: randomUUID(), app_metadata: { role: 'admin' } });

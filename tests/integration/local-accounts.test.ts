@@ -32,24 +32,41 @@ describe('local accounts', () => {
 
   it('creates members of given sites and admins; refuses weak passwords and unknown sites', async () => {
     const site = await newSite(db.sql);
-    const member = await addUser(db.sql, { email: 'Member@Example.test', password: 'long enough pass', role: 'member', sites: [site.slug] });
+    const member = await addUser(db.sql, {
+      email: 'Member@Example.test',
+      password: 'long enough pass',
+      role: 'member',
+      sites: [site.slug],
+    });
     expect(member.created).toBe(true);
     const [row] = await db.sql<{ email: string; meta: Record<string, unknown>; sites: string[] }[]>`
       select u.email, u.raw_app_meta_data as meta, array(select s.slug from site_member m join site s on s.id = m.site_id where m.user_id = u.id) as sites
       from auth.users u where u.id = ${member.id}`;
-    expect(row).toEqual({ email: 'member@example.test', meta: { provider: 'email', providers: ['email'] }, sites: [site.slug] });
+    expect(row).toEqual({
+      email: 'member@example.test',
+      meta: { provider: 'email', providers: ['email'] },
+      sites: [site.slug],
+    });
     const again = await addUser(db.sql, { email: 'member@example.test', password: 'another long one', role: 'admin' });
     expect(again).toEqual({ id: member.id, created: false });
 
-    await expect(addUser(db.sql, { email: 'x@example.test', password: 'short', role: 'member' })).rejects.toThrow(/password: at least 12 characters/);
-    await expect(addUser(db.sql, { email: 'y@example.test', password: 'long enough pass', role: 'member', sites: ['nope'] }))
-      .rejects.toBeInstanceOf(LocalStackError);
+    await expect(addUser(db.sql, { email: 'x@example.test', password: 'short', role: 'member' })).rejects.toThrow(
+      /password: at least 12 characters/,
+    );
+    await expect(
+      addUser(db.sql, { email: 'y@example.test', password: 'long enough pass', role: 'member', sites: ['nope'] }),
+    ).rejects.toBeInstanceOf(LocalStackError);
   });
 
   it('mints tokens with Supabase Auth claims that RLS reads as the user', async () => {
     const site = await newSite(db.sql);
     await newSite(db.sql);
-    const { id } = await addUser(db.sql, { email: `m-${randomBytes(3).toString('hex')}@example.test`, password: 'long enough pass', role: 'member', sites: [site.slug] });
+    const { id } = await addUser(db.sql, {
+      email: `m-${randomBytes(3).toString('hex')}@example.test`,
+      password: 'long enough pass',
+      role: 'member',
+      sites: [site.slug],
+    });
     const secret = randomBytes(32).toString('hex');
     const token = await mintAccessToken({ id, email: 'm@example.test', appMetadata: { provider: 'email' } }, secret);
     const claims = decodeJwt(token) as unknown as Claims;
@@ -61,10 +78,23 @@ describe('local accounts', () => {
   it('npm run user:add creates an account from the command line, password on standard input', async () => {
     const site = await newSite(db.sql);
     const output = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, [path.join(repoRoot, 'supabase/local/src/cli.ts'), 'user:add', '--email', 'cli@example.test', '--role', 'member', '--site', site.slug], {
-        env: { ...process.env, DATABASE_URL: db.url, BFG_USER_PASSWORD: '' },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        process.execPath,
+        [
+          path.join(repoRoot, 'supabase/local/src/cli.ts'),
+          'user:add',
+          '--email',
+          'cli@example.test',
+          '--role',
+          'member',
+          '--site',
+          site.slug,
+        ],
+        {
+          env: { ...process.env, DATABASE_URL: db.url, BFG_USER_PASSWORD: '' },
+          stdio: ['pipe', 'pipe', 'pipe'],
+        },
+      );
       let out = '';
       child.stdout.on('data', (c: Buffer) => (out += c.toString()));
       child.stderr.on('data', (c: Buffer) => (out += c.toString()));
@@ -73,7 +103,9 @@ describe('local accounts', () => {
     });
     expect(output.out).toMatch(/created member cli@example\.test/);
     expect(output.code).toBe(0);
-    const [row] = await db.sql<{ hash: string }[]>`select encrypted_password as hash from auth.users where email = 'cli@example.test'`;
+    const [row] = await db.sql<
+      { hash: string }[]
+    >`select encrypted_password as hash from auth.users where email = 'cli@example.test'`;
     expect(await verifyPassword('a long cli password', row!.hash)).toBe(true);
     expect(output.out).not.toContain('a long cli password');
   });

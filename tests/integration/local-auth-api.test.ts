@@ -3,7 +3,13 @@ import { createClient } from '@supabase/supabase-js';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  addUser, createAuthApi, getFreePort, mintAnonKey, mintServiceRoleKey, startRealtimeServer, type RealtimeServer,
+  addUser,
+  createAuthApi,
+  getFreePort,
+  mintAnonKey,
+  mintServiceRoleKey,
+  startRealtimeServer,
+  type RealtimeServer,
 } from '@bfg/local';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { signJwt } from '../support/jwt.ts';
@@ -26,7 +32,10 @@ beforeAll(async () => {
   anonKey = await mintAnonKey(secret);
   serviceKey = await mintServiceRoleKey(secret);
   server = await startRealtimeServer({
-    port: await getFreePort(), jwtSecret: secret, sql: db.sql, databaseUrl: db.url,
+    port: await getFreePort(),
+    jwtSecret: secret,
+    sql: db.sql,
+    databaseUrl: db.url,
     // 0 s: a rotated token presented again is reuse at once (Supabase's default waits 10 s).
     httpHandler: createAuthApi({ sql: db.sql, jwtSecret: secret, refreshTokenReuseIntervalS: 0 }),
   });
@@ -36,7 +45,8 @@ afterAll(async () => {
   await db?.drop();
 });
 
-const client = (key = anonKey) => createClient(server.url, key, { auth: { persistSession: false, autoRefreshToken: false } });
+const client = (key = anonKey) =>
+  createClient(server.url, key, { auth: { persistSession: false, autoRefreshToken: false } });
 const admin = () => client(serviceKey).auth.admin;
 
 async function newAccount(): Promise<{ id: string; email: string }> {
@@ -56,7 +66,11 @@ describe('local Auth API', () => {
   it('signs in with a password: a Supabase session whose token names a stored session', async () => {
     const { id, email } = await newAccount();
     const { supabase, session } = await signIn(email);
-    expect(session).toMatchObject({ token_type: 'bearer', expires_in: 3600, user: { id, email, aud: 'authenticated', role: 'authenticated' } });
+    expect(session).toMatchObject({
+      token_type: 'bearer',
+      expires_in: 3600,
+      user: { id, email, aud: 'authenticated', role: 'authenticated' },
+    });
     const claims = decodeJwt(session.access_token);
     expect(claims).toMatchObject({ sub: id, role: 'authenticated', aud: 'authenticated', email, aal: 'aal1' });
     const [stored] = await db.sql<{ user_id: string; token: string }[]>`
@@ -71,12 +85,20 @@ describe('local Auth API', () => {
     expect(data.user).toMatchObject({ id, email, app_metadata: { provider: 'email', providers: ['email'] } });
   });
 
-  it('refuses a wrong password and an unknown address alike, with GoTrue\'s error', async () => {
+  it("refuses a wrong password and an unknown address alike, with GoTrue's error", async () => {
     const { email } = await newAccount();
-    for (const attempt of [{ email, password: 'not the password' }, { email: 'nobody@example.test', password: PASSWORD }]) {
+    for (const attempt of [
+      { email, password: 'not the password' },
+      { email: 'nobody@example.test', password: PASSWORD },
+    ]) {
       const { data, error } = await client().auth.signInWithPassword(attempt);
       expect(data.session).toBeNull();
-      expect(error).toMatchObject({ name: 'AuthApiError', status: 400, code: 'invalid_credentials', message: 'Invalid login credentials' });
+      expect(error).toMatchObject({
+        name: 'AuthApiError',
+        status: 400,
+        code: 'invalid_credentials',
+        message: 'Invalid login credentials',
+      });
     }
   });
 
@@ -86,19 +108,29 @@ describe('local Auth API', () => {
     const second = await supabase.auth.refreshSession({ refresh_token: first.refresh_token });
     expect(second.error).toBeNull();
     expect(second.data.session!.refresh_token).not.toBe(first.refresh_token);
-    expect(decodeJwt(second.data.session!.access_token)['session_id']).toBe(decodeJwt(first.access_token)['session_id']);
+    expect(decodeJwt(second.data.session!.access_token)['session_id']).toBe(
+      decodeJwt(first.access_token)['session_id'],
+    );
     const third = await supabase.auth.refreshSession({ refresh_token: second.data.session!.refresh_token });
     expect(third.error).toBeNull();
 
     // The first token is neither the current one nor its parent: reuse.
     const reused = await client().auth.refreshSession({ refresh_token: first.refresh_token });
-    expect(reused.error).toMatchObject({ status: 400, code: 'refresh_token_already_used', message: 'Invalid Refresh Token: Already Used' });
+    expect(reused.error).toMatchObject({
+      status: 400,
+      code: 'refresh_token_already_used',
+      message: 'Invalid Refresh Token: Already Used',
+    });
     // The whole family went with it, the latest token included.
     const latest = await client().auth.refreshSession({ refresh_token: third.data.session!.refresh_token });
     expect(latest.error).toMatchObject({ status: 400, code: 'refresh_token_already_used' });
 
     const unknown = await client().auth.refreshSession({ refresh_token: randomBytes(20).toString('hex') });
-    expect(unknown.error).toMatchObject({ status: 400, code: 'refresh_token_not_found', message: 'Invalid Refresh Token: Refresh Token Not Found' });
+    expect(unknown.error).toMatchObject({
+      status: 400,
+      code: 'refresh_token_not_found',
+      message: 'Invalid Refresh Token: Refresh Token Not Found',
+    });
   });
 
   it('lets a client that lost a refresh answer present the previous token once more', async () => {
@@ -127,11 +159,20 @@ describe('local Auth API', () => {
     expect([await alive(a), await alive(b), await alive(c)]).toEqual([false, true, true]);
     // GoTrue's answer, which supabase-js turns into an AuthSessionMissingError.
     const raw = await fetch(`${server.url}/auth/v1/user`, {
-      headers: { apikey: anonKey, authorization: `Bearer ${a.session.access_token}`, 'x-supabase-api-version': '2024-01-01' },
+      headers: {
+        apikey: anonKey,
+        authorization: `Bearer ${a.session.access_token}`,
+        'x-supabase-api-version': '2024-01-01',
+      },
     });
     expect(raw.status).toBe(403);
-    expect(await raw.json()).toEqual({ code: 'session_not_found', message: 'Session from session_id claim in JWT does not exist' });
-    expect((await client().auth.getUser(a.session.access_token)).error).toMatchObject({ name: 'AuthSessionMissingError' });
+    expect(await raw.json()).toEqual({
+      code: 'session_not_found',
+      message: 'Session from session_id claim in JWT does not exist',
+    });
+    expect((await client().auth.getUser(a.session.access_token)).error).toMatchObject({
+      name: 'AuthSessionMissingError',
+    });
     const refreshed = await client().auth.refreshSession({ refresh_token: a.session.refresh_token });
     expect(refreshed.error).toMatchObject({ status: 400, code: 'refresh_token_not_found' });
 
@@ -148,32 +189,64 @@ describe('local Auth API', () => {
     const before = await signIn(email);
     const { error } = await admin().updateUserById(id, { password: 'a brand new password' });
     expect(error).toBeNull();
-    expect((await client().auth.getUser(before.session.access_token)).error).toMatchObject({ name: 'AuthSessionMissingError' });
-    expect((await client().auth.refreshSession({ refresh_token: before.session.refresh_token })).error).toMatchObject({ code: 'refresh_token_not_found' });
-    expect((await client().auth.signInWithPassword({ email, password: PASSWORD })).error).toMatchObject({ code: 'invalid_credentials' });
+    expect((await client().auth.getUser(before.session.access_token)).error).toMatchObject({
+      name: 'AuthSessionMissingError',
+    });
+    expect((await client().auth.refreshSession({ refresh_token: before.session.refresh_token })).error).toMatchObject({
+      code: 'refresh_token_not_found',
+    });
+    expect((await client().auth.signInWithPassword({ email, password: PASSWORD })).error).toMatchObject({
+      code: 'invalid_credentials',
+    });
 
     const again = await signIn(email, 'a brand new password');
     await addUser(db.sql, { email, password: 'reset by an operator', role: 'member' });
-    expect((await client().auth.getUser(again.session.access_token)).error).toMatchObject({ name: 'AuthSessionMissingError' });
+    expect((await client().auth.getUser(again.session.access_token)).error).toMatchObject({
+      name: 'AuthSessionMissingError',
+    });
     await signIn(email, 'reset by an operator');
   });
 
   it('creates, updates, lists and deletes users with the service_role key', async () => {
     const email = `admin-made-${randomBytes(3).toString('hex')}@example.test`;
-    const created = await admin().createUser({ email, password: PASSWORD, email_confirm: true, app_metadata: { role: 'admin' }, user_metadata: { name: 'Ada' } });
+    const created = await admin().createUser({
+      email,
+      password: PASSWORD,
+      email_confirm: true,
+      app_metadata: { role: 'admin' },
+      user_metadata: { name: 'Ada' },
+    });
     expect(created.error).toBeNull();
     const user = created.data.user!;
-    expect(user).toMatchObject({ email, app_metadata: { provider: 'email', providers: ['email'], role: 'admin' }, user_metadata: { name: 'Ada' } });
+    expect(user).toMatchObject({
+      email,
+      app_metadata: { provider: 'email', providers: ['email'], role: 'admin' },
+      user_metadata: { name: 'Ada' },
+    });
     const { session } = await signIn(email);
     expect(decodeJwt(session.access_token)).toMatchObject({ app_metadata: { role: 'admin' } });
 
     const duplicate = await admin().createUser({ email, password: PASSWORD });
-    expect(duplicate.error).toMatchObject({ status: 422, code: 'email_exists', message: 'A user with this email address has already been registered' });
+    expect(duplicate.error).toMatchObject({
+      status: 422,
+      code: 'email_exists',
+      message: 'A user with this email address has already been registered',
+    });
     const weak = await admin().createUser({ email: `weak-${email}`, password: 'short' });
-    expect(weak.error).toMatchObject({ status: 422, code: 'weak_password', message: 'Password should be at least 12 characters.' });
+    expect(weak.error).toMatchObject({
+      status: 422,
+      code: 'weak_password',
+      message: 'Password should be at least 12 characters.',
+    });
 
-    const updated = await admin().updateUserById(user.id, { app_metadata: { role: null }, user_metadata: { team: 'ops' } });
-    expect(updated.data.user).toMatchObject({ app_metadata: { provider: 'email', providers: ['email'] }, user_metadata: { name: 'Ada', team: 'ops' } });
+    const updated = await admin().updateUserById(user.id, {
+      app_metadata: { role: null },
+      user_metadata: { team: 'ops' },
+    });
+    expect(updated.data.user).toMatchObject({
+      app_metadata: { provider: 'email', providers: ['email'] },
+      user_metadata: { name: 'Ada', team: 'ops' },
+    });
     expect(updated.data.user!.app_metadata).not.toHaveProperty('role');
 
     const listed = await admin().listUsers({ page: 1, perPage: 1 });
@@ -183,11 +256,18 @@ describe('local Auth API', () => {
     expect(listed.data).toMatchObject({ total: count!.n, nextPage: count!.n > 1 ? 2 : null, lastPage: count!.n });
 
     expect((await admin().deleteUser(user.id)).error).toBeNull();
-    expect((await client().auth.getUser(session.access_token)).error).toMatchObject({ status: 403, code: 'user_not_found' });
-    expect((await admin().deleteUser(user.id)).error).toMatchObject({ status: 404, code: 'user_not_found', message: 'User not found' });
+    expect((await client().auth.getUser(session.access_token)).error).toMatchObject({
+      status: 403,
+      code: 'user_not_found',
+    });
+    expect((await admin().deleteUser(user.id)).error).toMatchObject({
+      status: 404,
+      code: 'user_not_found',
+      message: 'User not found',
+    });
   });
 
-  it('refuses the admin API to the anon key, to a user\'s token and to a forged token', async () => {
+  it("refuses the admin API to the anon key, to a user's token and to a forged token", async () => {
     const { id, email } = await newAccount();
     const anon = await client().auth.admin.listUsers();
     expect(anon.error).toMatchObject({ status: 403, code: 'not_admin', message: 'User not allowed' });
@@ -208,7 +288,10 @@ describe('local Auth API', () => {
     expect(refused.error).toMatchObject({ status: 403, code: 'bad_jwt' });
     expect(refused.error!.message).toMatch(/^invalid JWT: unable to parse or verify signature, /);
     // A forged key is refused at the gateway, before GoTrue.
-    expect((await client(forged).auth.signInWithPassword({ email, password: PASSWORD })).error).toMatchObject({ status: 401, message: 'Invalid API key' });
+    expect((await client(forged).auth.signInWithPassword({ email, password: PASSWORD })).error).toMatchObject({
+      status: 401,
+      message: 'Invalid API key',
+    });
     const [row] = await db.sql`select 1 from auth.users where email = 'forger@example.test'`;
     expect(row).toBeUndefined();
     expect((await client().auth.getUser(session.access_token)).data.user?.id).toBe(id);

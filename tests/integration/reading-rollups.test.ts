@@ -46,10 +46,14 @@ describe('five-minute reading rollups (long-range charts)', () => {
     await addMember(db.sql, site.id, member);
     const claims = userClaims(member);
     const now = new Date();
-    const day = await asClaims(db.sql, claims, (tx) => loadReadings(tx, Number(sensorId), new Date(now.getTime() - 86_400_000), now));
+    const day = await asClaims(db.sql, claims, (tx) =>
+      loadReadings(tx, Number(sensorId), new Date(now.getTime() - 86_400_000), now),
+    );
     expect(day.bucketS).toBeLessThan(300);
     expect(day.t.length).toBe(1440);
-    const month = await asClaims(db.sql, claims, (tx) => loadReadings(tx, Number(sensorId), new Date(now.getTime() - 30 * 86_400_000), now));
+    const month = await asClaims(db.sql, claims, (tx) =>
+      loadReadings(tx, Number(sensorId), new Date(now.getTime() - 30 * 86_400_000), now),
+    );
     expect(month.bucketS % 300).toBe(0);
     expect(month.t.length).toBeGreaterThan(0);
     expect(month.t.length).toBeLessThanOrEqual(1500);

@@ -45,7 +45,11 @@ describe('bounded resources', () => {
     await joined;
     (stalled as unknown as { _socket: { pause(): void } })._socket.pause();
     // A healthy client in a process of its own (as a browser is), counting what it receives.
-    const healthy = spawn(process.execPath, ['-e', `
+    const healthy = spawn(
+      process.execPath,
+      [
+        '-e',
+        `
       const ws = new (require('ws'))(${JSON.stringify(url)});
       let n = 0;
       ws.on('open', () => ws.send(${JSON.stringify(join)}));
@@ -53,7 +57,10 @@ describe('bounded resources', () => {
         const text = d.toString();
         if (text.includes('"phx_reply"')) console.log('joined');
         else if (text.includes('"broadcast"')) console.log('got ' + ++n);
-      });`], { cwd: import.meta.dirname, stdio: ['ignore', 'pipe', 'inherit'] });
+      });`,
+      ],
+      { cwd: import.meta.dirname, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     const lines: string[] = [];
     healthy.stdout.on('data', (chunk: Buffer) => lines.push(...chunk.toString().trim().split('\n')));
     try {
@@ -64,12 +71,17 @@ describe('bounded resources', () => {
       const rounds = 30;
       const perRound = 15;
       for (let round = 0; round < rounds; round++) {
-        await rt.db.sql`select realtime.send(jsonb_build_object('n', i, 'blob', repeat('x', 50000)), 'blob', ${topic}, false)
+        await rt.db
+          .sql`select realtime.send(jsonb_build_object('n', i, 'blob', repeat('x', 50000)), 'blob', ${topic}, false)
                         from generate_series(${round * perRound + 1}::int, ${(round + 1) * perRound}::int) i`;
         const expected = (round + 1) * perRound;
-        await waitFor(`${expected} messages at the healthy client`, () => lines.at(-1), { accept: (l) => l === `got ${expected}` });
+        await waitFor(`${expected} messages at the healthy client`, () => lines.at(-1), {
+          accept: (l) => l === `got ${expected}`,
+        });
       }
-      await waitFor('the server to cut off the stalled socket', () => rt.logs.some((l) => /closing a socket with \d+ bytes unsent/.test(l)));
+      await waitFor('the server to cut off the stalled socket', () =>
+        rt.logs.some((l) => /closing a socket with \d+ bytes unsent/.test(l)),
+      );
       expect(rt.logs.filter((l) => /closing a socket/.test(l))).toHaveLength(1);
     } finally {
       healthy.kill();
@@ -82,7 +94,9 @@ describe('bounded resources', () => {
     const { inbox } = await listen((await rt.client()).channel(topic));
     const sender = (await rt.client()).channel(topic, { config: { broadcast: { ack: true } } });
     await listen(sender);
-    expect(await sender.send({ type: 'broadcast', event: 'big', payload: { blob: 'x'.repeat(limits.maxPayloadBytes) } })).toBe('error');
+    expect(
+      await sender.send({ type: 'broadcast', event: 'big', payload: { blob: 'x'.repeat(limits.maxPayloadBytes) } }),
+    ).toBe('error');
     expect(await sender.send({ type: 'broadcast', event: 'small', payload: { n: 1 } })).toBe('ok');
     expect(await inbox.next('the small message')).toMatchObject({ event: 'small' });
   });
@@ -90,7 +104,9 @@ describe('bounded resources', () => {
   it('shuts the channels of a socket sending too many messages per second down, as Realtime', async () => {
     const topic = `chatty-${randomUUID()}`;
     const { followed } = await listen((await rt.client()).channel(topic));
-    const raw = new WsClient(`${rt.server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${rt.anonKey}&vsn=2.0.0`);
+    const raw = new WsClient(
+      `${rt.server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${rt.anonKey}&vsn=2.0.0`,
+    );
     const frames: unknown[][] = [];
     raw.on('message', (data: Buffer) => frames.push(JSON.parse(data.toString()) as unknown[]));
     await new Promise<void>((resolve) => raw.once('open', () => resolve()));
@@ -98,11 +114,24 @@ describe('bounded resources', () => {
     await waitFor('the join reply', () => frames.some((f) => f[3] === 'phx_reply'));
     // Twice the limit and one: however the burst falls across a second boundary, one second is over it.
     for (let i = 0; i <= 2 * limits.maxEventsPerSecond; i++) {
-      raw.send(JSON.stringify(['1', null, `realtime:${topic}`, 'broadcast', { type: 'broadcast', event: 'spam', payload: { i } }]));
+      raw.send(
+        JSON.stringify([
+          '1',
+          null,
+          `realtime:${topic}`,
+          'broadcast',
+          { type: 'broadcast', event: 'spam', payload: { i } },
+        ]),
+      );
     }
     const shutdown = await waitFor('the shutdown message', () => frames.find((f) => f[3] === 'system'));
     if (!shutdown) throw new Error('unreachable: waitFor returned no frame');
-    expect(shutdown[4]).toEqual({ extension: 'system', status: 'error', message: 'Too many messages per second', channel: topic });
+    expect(shutdown[4]).toEqual({
+      extension: 'system',
+      status: 'error',
+      message: 'Too many messages per second',
+      channel: topic,
+    });
     await waitFor('phx_close', () => frames.some((f) => f[3] === 'phx_close'));
     // The listener on another socket keeps its channel.
     expect(await followed.statuses.next('no status change', 200).catch(() => 'none')).toBe('none');

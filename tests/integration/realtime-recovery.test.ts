@@ -27,7 +27,13 @@ async function setUp() {
   const dir = await makeTempDir('rt-recovery');
   cleanups.push(() => dir.remove());
   const port = await getFreePort();
-  const start = () => startEmbeddedPostgres({ dataDir: path.join(dir.path, 'data'), port, password: 'pw-' + secret.slice(0, 16), ephemeral: true });
+  const start = () =>
+    startEmbeddedPostgres({
+      dataDir: path.join(dir.path, 'data'),
+      port,
+      password: 'pw-' + secret.slice(0, 16),
+      ephemeral: true,
+    });
   const pg = { server: await start() };
   cleanups.push(() => pg.server.stop());
   const url = pg.server.urlFor('postgres');
@@ -35,7 +41,14 @@ async function setUp() {
   cleanups.push(() => sql.end({ timeout: 1 }));
   await migrate(sql);
   const realtimePort = await getFreePort();
-  const startServer = () => startRealtimeServer({ port: realtimePort, jwtSecret: secret, sql, databaseUrl: url, log: process.env['RT_DEBUG'] ? (m) => console.log(new Date().toISOString(), m) : undefined });
+  const startServer = () =>
+    startRealtimeServer({
+      port: realtimePort,
+      jwtSecret: secret,
+      sql,
+      databaseUrl: url,
+      log: process.env['RT_DEBUG'] ? (m) => console.log(new Date().toISOString(), m) : undefined,
+    });
   const rt = { server: await startServer() };
   cleanups.push(() => rt.server.close());
   const anon = await signJwt(secret, { role: 'anon' });
@@ -55,17 +68,25 @@ async function setUp() {
 
 async function siteRow(sql: postgres.Sql): Promise<string> {
   const slug = `s${randomBytes(3).toString('hex')}`;
-  const [row] = await sql<{ id: string }[]>`insert into site (slug, name) values (${slug}, ${slug}) returning id::text as id`;
+  const [row] = await sql<
+    { id: string }[]
+  >`insert into site (slug, name) values (${slug}, ${slug}) returning id::text as id`;
   return row!.id;
 }
 
 describe('realtime recovery', () => {
   /** A channel following site inserts; `restart` breaks the path to the client in some way. */
-  async function recoversAfter(restart: (env: Awaited<ReturnType<typeof setUp>>) => Promise<void>, expectRejoin: boolean) {
+  async function recoversAfter(
+    restart: (env: Awaited<ReturnType<typeof setUp>>) => Promise<void>,
+    expectRejoin: boolean,
+  ) {
     const env = await setUp();
     const changes = new Inbox<Record<string, unknown>>();
-    const channel = follow(env.supabase.channel(`recover-${randomUUID()}`)
-      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'site' }, (p) => changes.push(p.new)));
+    const channel = follow(
+      env.supabase
+        .channel(`recover-${randomUUID()}`)
+        .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'site' }, (p) => changes.push(p.new)),
+    );
     expect(await channel.statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
     await channel.feedLive();
     const before = await siteRow(env.sql);
@@ -106,8 +127,11 @@ describe('realtime recovery', () => {
     await sql`insert into site_member (site_id, user_id) values (${siteA}, ${userId})`;
     await useToken(await signJwt(secret, { role: 'authenticated', sub: userId }));
     const changes = new Inbox<Record<string, unknown>>();
-    const channel = follow(supabase.channel(`refresh-${randomUUID()}`)
-      .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'site' }, (p) => changes.push(p.new)));
+    const channel = follow(
+      supabase
+        .channel(`refresh-${randomUUID()}`)
+        .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'site' }, (p) => changes.push(p.new)),
+    );
     const { statuses, system } = channel;
     expect(await statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
     await channel.feedLive();
@@ -117,10 +141,15 @@ describe('realtime recovery', () => {
 
     // Refresh to an admin token that expires in 3 s: same channel, admin visibility.
     await useToken(await signJwt(secret, { role: 'authenticated', sub: userId, app_metadata: { role: 'admin' } }, 3));
-    await expect.poll(async () => {
-      await sql`update site set name = ${'admin sees ' + Date.now()} where id = ${siteB}`;
-      return (await changes.next('an update of a non-member site', 1_000).catch(() => ({ id: -1 })))['id'];
-    }, { timeout: 2_500, interval: 100 }).toBe(Number(siteB));
+    await expect
+      .poll(
+        async () => {
+          await sql`update site set name = ${'admin sees ' + Date.now()} where id = ${siteB}`;
+          return (await changes.next('an update of a non-member site', 1_000).catch(() => ({ id: -1 })))['id'];
+        },
+        { timeout: 2_500, interval: 100 },
+      )
+      .toBe(Number(siteB));
 
     let message = await system.next('the expiry system message', 6_000);
     while (message['extension'] !== 'system') message = await system.next('the expiry system message', 6_000);

@@ -35,7 +35,9 @@ type Message = { event: string; payload: Record<string, unknown> };
 /** Joins and collects broadcasts of every event; resolves once SUBSCRIBED (or rejects with the reason). */
 async function listen(channel: RealtimeChannel): Promise<Inbox<Message>> {
   const inbox = new Inbox<Message>();
-  channel.on('broadcast', { event: '*' }, (m: { event: string; payload: Record<string, unknown> }) => inbox.push({ event: m.event, payload: m.payload }));
+  channel.on('broadcast', { event: '*' }, (m: { event: string; payload: Record<string, unknown> }) =>
+    inbox.push({ event: m.event, payload: m.payload }),
+  );
   const followed = follow(channel);
   const status = await followed.statuses.next('a subscribe status', 10_000);
   if (status !== 'SUBSCRIBED') throw new Error(`${status}: ${followed.errors.at(-1)?.message ?? ''}`);
@@ -69,7 +71,10 @@ describe('public and private channels of one topic are separate audiences', () =
     expect(await publicListener.next('the public broadcast')).toEqual({ event: 'changes', payload: { forged: true } });
     // …never reaches the private channel: the database's private message, sent after it, comes first.
     await dbSend(topic, 'changes', true, 1);
-    expect(await privateInbox.next('the private database message')).toMatchObject({ event: 'changes', payload: { n: 1 } });
+    expect(await privateInbox.next('the private database message')).toMatchObject({
+      event: 'changes',
+      payload: { n: 1 },
+    });
 
     // A public message from the database reaches only the public channels; a private one after it
     // is the private channel's next message.
@@ -84,7 +89,7 @@ describe('public and private channels of one topic are separate audiences', () =
 });
 
 describe('private channels carry only what the database or an allowed writer sent', () => {
-  it('drops a broadcast by a reader without write permission (no ack, as Realtime), and delivers an allowed writer\'s', async () => {
+  it("drops a broadcast by a reader without write permission (no ack, as Realtime), and delivers an allowed writer's", async () => {
     const site = await newSite(rt.db.sql);
     const reader = await rt.client(await rt.userToken({ member: site.id }));
     const watcher = await rt.client(await rt.userToken({ member: site.id }));
@@ -92,7 +97,10 @@ describe('private channels carry only what the database or an allowed writer sen
     // Members may read site:<id> but no policy lets them write it: the dashboard shows only the database's data.
     const sender = reader.channel(`site:${site.id}`, { config: { private: true, broadcast: { ack: true } } });
     await listen(sender);
-    const refused = await sender.send({ type: 'broadcast', event: 'changes', payload: { sensors: [{ id: 1, last_value: 666 }] } }, { timeout: 1_000 });
+    const refused = await sender.send(
+      { type: 'broadcast', event: 'changes', payload: { sensors: [{ id: 1, last_value: 666 }] } },
+      { timeout: 1_000 },
+    );
     expect(refused).toBe('timed out');
     await dbSend(`site:${site.id}`, 'changes', true, 7);
     expect(await siteInbox.next('the database message')).toMatchObject({ payload: { n: 7 } });
@@ -110,10 +118,12 @@ describe('private channels carry only what the database or an allowed writer sen
     const mine = await newSite(rt.db.sql);
     const theirs = await newSite(rt.db.sql);
     const outsider = await rt.client(await rt.userToken({ member: theirs.id }));
-    expect(await joinError(outsider.channel(`site:${mine.id}`, { config: { private: true } })))
-      .toBe(`Unauthorized: You do not have permissions to read from this Channel topic: site:${mine.id}`);
-    expect(await joinError(outsider.channel(`room:${mine.id}`, { config: { private: true } })))
-      .toBe(`Unauthorized: You do not have permissions to read from this Channel topic: room:${mine.id}`);
+    expect(await joinError(outsider.channel(`site:${mine.id}`, { config: { private: true } }))).toBe(
+      `Unauthorized: You do not have permissions to read from this Channel topic: site:${mine.id}`,
+    );
+    expect(await joinError(outsider.channel(`room:${mine.id}`, { config: { private: true } }))).toBe(
+      `Unauthorized: You do not have permissions to read from this Channel topic: room:${mine.id}`,
+    );
     // Joined to their own room, a broadcast cannot be steered to another room's audience.
     const watcher = await rt.client(await rt.userToken({ member: mine.id }));
     const mineInbox = await listen(watcher.channel(`room:${mine.id}`, { config: { private: true } }));
@@ -131,21 +141,38 @@ describe('private channels carry only what the database or an allowed writer sen
     const inbox = await listen(member.channel(topic, { config: { private: true } }));
 
     // Anonymous: the anon key on a private join.
-    expect(await joinError((await rt.client()).channel(topic, { config: { private: true } })))
-      .toBe(`Unauthorized: You do not have permissions to read from this Channel topic: ${topic}`);
+    expect(await joinError((await rt.client()).channel(topic, { config: { private: true } }))).toBe(
+      `Unauthorized: You do not have permissions to read from this Channel topic: ${topic}`,
+    );
     // Forged: an admin token signed with another secret, and one claiming service_role.
-    const forgedAdmin = await signJwt('not-the-secret-'.repeat(3), { role: 'authenticated', sub: randomUUID(), app_metadata: { role: 'admin' } });
-    expect(await joinError((await rt.client(forgedAdmin)).channel(topic, { config: { private: true } })))
-      .toBe('InvalidJWTToken: Failed to validate JWT signature');
+    const forgedAdmin = await signJwt('not-the-secret-'.repeat(3), {
+      role: 'authenticated',
+      sub: randomUUID(),
+      app_metadata: { role: 'admin' },
+    });
+    expect(await joinError((await rt.client(forgedAdmin)).channel(topic, { config: { private: true } }))).toBe(
+      'InvalidJWTToken: Failed to validate JWT signature',
+    );
     const forgedService = await signJwt('not-the-secret-'.repeat(3), { role: 'service_role' });
-    expect(await joinError((await rt.client(forgedService)).channel(topic, { config: { private: true } })))
-      .toBe('InvalidJWTToken: Failed to validate JWT signature');
+    expect(await joinError((await rt.client(forgedService)).channel(topic, { config: { private: true } }))).toBe(
+      'InvalidJWTToken: Failed to validate JWT signature',
+    );
     // A token whose role does not exist cannot pass the policies either.
-    expect(await joinError((await rt.client(await rt.userToken({ role: 'no_such_role' }))).channel(topic, { config: { private: true } })))
-      .toBe(`Unauthorized: You do not have permissions to read from this Channel topic: ${topic}`);
+    expect(
+      await joinError(
+        (await rt.client(await rt.userToken({ role: 'no_such_role' }))).channel(topic, { config: { private: true } }),
+      ),
+    ).toBe(`Unauthorized: You do not have permissions to read from this Channel topic: ${topic}`);
     // Anonymous on postgres_changes of a table it may not read: the feed fails, nothing is sent.
-    const anonFeed = follow((await rt.client()).channel(`anon-${randomUUID()}`)
-      .on('postgres_changes', { event: '*', schema: 'public', table: 'mqtt_connection', filter: `site_id=eq.${site.id}` }, () => undefined));
+    const anonFeed = follow(
+      (await rt.client())
+        .channel(`anon-${randomUUID()}`)
+        .on(
+          'postgres_changes',
+          { event: '*', schema: 'public', table: 'mqtt_connection', filter: `site_id=eq.${site.id}` },
+          () => undefined,
+        ),
+    );
     expect(await anonFeed.statuses.next('SUBSCRIBED')).toBe('SUBSCRIBED');
     await expect(anonFeed.feedLive()).rejects.toThrow(/invalid column for filter site_id/);
     // A joined public channel whose token is swapped for a forged one is closed.

@@ -58,7 +58,10 @@ describe('realtime.send', () => {
 
   it('never fails the caller: a failed insert becomes a WARNING and nothing is written', async () => {
     const notices: { severity: string; message: string }[] = [];
-    const sql = postgres(db.url, { max: 1, onnotice: (notice) => notices.push({ severity: notice['severity']!, message: notice['message']! }) });
+    const sql = postgres(db.url, {
+      max: 1,
+      onnotice: (notice) => notices.push({ severity: notice['severity']!, message: notice['message']! }),
+    });
     try {
       await clearMessages(sql);
       // realtime.messages.topic is NOT NULL, so this insert fails inside realtime.send.
@@ -96,14 +99,25 @@ describe('realtime.broadcast_changes', () => {
     const strip = ({ id: _id, ...rest }: Record<string, unknown>) => rest;
     expect(rows.map((r) => strip(r.payload))).toEqual([
       { operation: 'INSERT', table: 'note', schema: 'public', record: { id: 1, body: 'a' }, old_record: null },
-      { operation: 'UPDATE', table: 'note', schema: 'public', record: { id: 1, body: 'b' }, old_record: { id: 1, body: 'a' } },
+      {
+        operation: 'UPDATE',
+        table: 'note',
+        schema: 'public',
+        record: { id: 1, body: 'b' },
+        old_record: { id: 1, body: 'a' },
+      },
       { operation: 'DELETE', table: 'note', schema: 'public', record: null, old_record: { id: 1, body: 'b' } },
     ]);
   });
 });
 
 describe('site change broadcasts', () => {
-  interface ChangesMessage { event: string; private: boolean; payload: SiteChanges; at: number }
+  interface ChangesMessage {
+    event: string;
+    private: boolean;
+    payload: SiteChanges;
+    at: number;
+  }
 
   /** One run of the flusher the ingestor calls; ms until the next pending site is due, or null. */
   async function flush(sql: Sql, intervalMs: number): Promise<number | null> {
@@ -119,7 +133,8 @@ describe('site change broadcasts', () => {
     return rows.map((r) => ({ ...r, payload: siteChanges.parse(r.payload) }));
   }
 
-  const valueOf = (m: ChangesMessage, sensorId: string) => m.payload.sensors.find((s) => s.id === Number(sensorId))?.last_value;
+  const valueOf = (m: ChangesMessage, sensorId: string) =>
+    m.payload.sensors.find((s) => s.id === Number(sensorId))?.last_value;
 
   it('sends nothing from the write itself; a lone change goes out at the first flush, with the shown columns of the rows as they are', async () => {
     const site = await newSite(db.sql);
@@ -131,8 +146,10 @@ describe('site change broadcasts', () => {
     const [message, ...more] = await messagesOf(db.sql, site.id);
     expect(more).toEqual([]);
     expect(message).toMatchObject({ event: 'changes', private: true });
-    const raw = (await db.sql<{ payload: Record<string, Record<string, unknown>[]> }[]>`
-      select payload from realtime.messages where topic = ${`site:${site.id}`}`)[0]!.payload;
+    const raw = (
+      await db.sql<{ payload: Record<string, Record<string, unknown>[]> }[]>`
+      select payload from realtime.messages where topic = ${`site:${site.id}`}`
+    )[0]!.payload;
     // Exactly the columns the pages' row schemas read: the SQL list and web/src/lib/rows.ts agree.
     const keys = (rows: Record<string, unknown>[] | undefined) => Object.keys(rows?.[0] ?? {}).sort();
     expect(keys(raw['gateways'])).toEqual(Object.keys(gatewayRow.shape).sort());
@@ -164,10 +181,14 @@ describe('site change broadcasts', () => {
       if ((await messagesOf(db.sql, site.id)).length > before) sentAfter.push(value);
     }
     // The last changes wait for the next message, sent once the interval has passed.
-    await waitFor('the last change to be sent', async () => {
-      await flush(db.sql, intervalMs);
-      return (await messagesOf(db.sql, site.id)).at(-1);
-    }, { accept: (m) => m !== undefined && valueOf(m, tree.sensorId) === value });
+    await waitFor(
+      'the last change to be sent',
+      async () => {
+        await flush(db.sql, intervalMs);
+        return (await messagesOf(db.sql, site.id)).at(-1);
+      },
+      { accept: (m) => m !== undefined && valueOf(m, tree.sensorId) === value },
+    );
     const elapsedS = (Date.now() - started) / 1000;
 
     const messages = await messagesOf(db.sql, site.id);
@@ -205,20 +226,34 @@ describe('site change broadcasts', () => {
     const [extra] = await db.sql<{ id: string }[]>`
       insert into sensor (site_id, datalogger_id, ident) values (${site.id}, ${tree.dataloggerId}, 'rh') returning id`;
     await flush(db.sql, 0);
-    const before = { site: (await messagesOf(db.sql, site.id)).length, other: (await messagesOf(db.sql, other.id)).length };
+    const before = {
+      site: (await messagesOf(db.sql, site.id)).length,
+      other: (await messagesOf(db.sql, other.id)).length,
+    };
 
     await db.sql`delete from sensor where id = ${tree.sensorId}`;
     await db.sql`update sensor set site_id = ${other.id}, datalogger_id = ${target.dataloggerId} where id = ${extra!.id}`;
     await flush(db.sql, 0);
 
     const here = (await messagesOf(db.sql, site.id)).slice(before.site);
-    expect(here.map((m) => m.payload)).toEqual([{
-      gateways: [], dataloggers: [], sensors: [],
-      removed: { gateways: [], dataloggers: [], sensors: [Number(tree.sensorId), Number(extra!.id)].sort((a, b) => a - b) },
-      topics: [], parsing_log: [],
-    }]);
+    expect(here.map((m) => m.payload)).toEqual([
+      {
+        gateways: [],
+        dataloggers: [],
+        sensors: [],
+        removed: {
+          gateways: [],
+          dataloggers: [],
+          sensors: [Number(tree.sensorId), Number(extra!.id)].sort((a, b) => a - b),
+        },
+        topics: [],
+        parsing_log: [],
+      },
+    ]);
     const there = (await messagesOf(db.sql, other.id)).slice(before.other);
-    expect(there.map((m) => m.payload.sensors.map((s) => [s.id, s.site_id]))).toEqual([[[Number(extra!.id), Number(other.id)]]]);
+    expect(there.map((m) => m.payload.sensors.map((s) => [s.id, s.site_id]))).toEqual([
+      [[Number(extra!.id), Number(other.id)]],
+    ]);
   });
 
   it('names the connections whose discovered topics or parsing log changed', async () => {
@@ -230,12 +265,16 @@ describe('site change broadcasts', () => {
     await db.sql`insert into mqtt_parsing_log (connection_id, topic, kind, message, fingerprint)
                  values (${connection.id}, 'a/1', 'invalid_json', 'Unexpected end of JSON input', 'f')`;
     await flush(db.sql, 0);
-    expect((await messagesOf(db.sql, site.id)).map((m) => m.payload)).toEqual([{
-      gateways: [], dataloggers: [], sensors: [],
-      removed: { gateways: [], dataloggers: [], sensors: [] },
-      topics: [Number(connection.id)],
-      parsing_log: [Number(connection.id)],
-    }]);
+    expect((await messagesOf(db.sql, site.id)).map((m) => m.payload)).toEqual([
+      {
+        gateways: [],
+        dataloggers: [],
+        sensors: [],
+        removed: { gateways: [], dataloggers: [], sensors: [] },
+        topics: [Number(connection.id)],
+        parsing_log: [Number(connection.id)],
+      },
+    ]);
   });
 
   it('splits a large change over messages of at most 200 rows that together carry every row', async () => {
@@ -262,7 +301,10 @@ describe('site change broadcasts', () => {
       sensorIds.push(tree.sensorId, ...more.map((r) => r.id));
     }
     const siteIds = sites.map((s) => s.id);
-    const flushers = [postgres(db.url, { max: 1, onnotice: () => undefined }), postgres(db.url, { max: 1, onnotice: () => undefined })];
+    const flushers = [
+      postgres(db.url, { max: 1, onnotice: () => undefined }),
+      postgres(db.url, { max: 1, onnotice: () => undefined }),
+    ];
     try {
       let writing = true;
       const flushing = flushers.map(async (sql) => {
@@ -289,7 +331,10 @@ describe('site change broadcasts', () => {
         // (Which message is last cannot be told from realtime.messages: inserted_at is each
         // flusher's transaction start, not its commit. Clients get them in commit order.)
       }
-      expect([...seen].filter(([, n]) => n > 1), 'states sent more than once').toEqual([]);
+      expect(
+        [...seen].filter(([, n]) => n > 1),
+        'states sent more than once',
+      ).toEqual([]);
       expect(await db.sql`select * from private.site_change_outbox where site_id in ${db.sql(siteIds)}`).toEqual([]);
       // Every sensor's final value was sent.
       for (const id of sensorIds) expect(seen.has(`${Number(id)}=${STEPS}`), `sensor ${id}`).toBe(true);

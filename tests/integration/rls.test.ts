@@ -10,8 +10,17 @@ import { addMember, newConnection, newDeviceTree, newSite } from '../support/fac
  */
 
 const USER_TABLES = [
-  'site', 'mqtt_connection', 'mqtt_topic', 'discovered_topic', 'gateway', 'datalogger', 'sensor',
-  'sensor_reading', 'mqtt_connection_log', 'mqtt_parsing_log', 'mqtt_parsing_log_topic',
+  'site',
+  'mqtt_connection',
+  'mqtt_topic',
+  'discovered_topic',
+  'gateway',
+  'datalogger',
+  'sensor',
+  'sensor_reading',
+  'mqtt_connection_log',
+  'mqtt_parsing_log',
+  'mqtt_parsing_log_topic',
 ] as const;
 
 let db: TestDatabase;
@@ -62,7 +71,10 @@ beforeAll(async () => {
   who.nonMember = userClaims(nonMemberId);
   who.admin = userClaims(adminId, { admin: true });
 
-  for (const [site, conn] of [[siteA, connA], [siteB, connB]] as const) {
+  for (const [site, conn] of [
+    [siteA, connA],
+    [siteB, connB],
+  ] as const) {
     await sql`select set_mqtt_connection_secret(${conn.id}, 'broker-password', null, 'PRIVATE KEY', null)`;
     const [topic] = await sql<{ id: string }[]>`
       insert into mqtt_topic (connection_id, pattern, parser) values (${conn.id}, '+site/gateway/+gateway/status', 'bfg.gateway-status.v1')
@@ -126,11 +138,16 @@ describe('reading', () => {
 
   it('only service_role reads broker secrets', async () => {
     for (const claims of [anonClaims, who.member, who.nonMember, who.admin]) {
-      expect(await visibleRows(db.sql, claims, 'mqtt_connection_secret'), `role ${claims.role}`).toBe(PERMISSION_DENIED);
+      expect(await visibleRows(db.sql, claims, 'mqtt_connection_secret'), `role ${claims.role}`).toBe(
+        PERMISSION_DENIED,
+      );
     }
     expect(await visibleRows(db.sql, serviceClaims, 'mqtt_connection_secret')).toBe(2);
-    const [secret] = await asClaims(db.sql, serviceClaims, (tx) =>
-      tx<{ password: string }[]>`select password from mqtt_connection_secret where connection_id = ${connA.id}`);
+    const [secret] = await asClaims(
+      db.sql,
+      serviceClaims,
+      (tx) => tx<{ password: string }[]>`select password from mqtt_connection_secret where connection_id = ${connA.id}`,
+    );
     expect(secret!.password).toBe('broker-password');
   });
 
@@ -141,7 +158,10 @@ describe('reading', () => {
       for (const table of ['private.site_change_outbox', 'private.site_broadcast_clock']) {
         expect(await visibleRows(db.sql, claims, table), `${claims.role} on ${table}`).toBe(PERMISSION_DENIED);
       }
-      expect(await tryWrite(db.sql, claims, (tx) => tx`select private.send_site_changes(0)`), `${claims.role} sending`).toBe(PERMISSION_DENIED);
+      expect(
+        await tryWrite(db.sql, claims, (tx) => tx`select private.send_site_changes(0)`),
+        `${claims.role} sending`,
+      ).toBe(PERMISSION_DENIED);
     }
     expect(await visibleRows(db.sql, serviceClaims, 'private.site_change_outbox')).toBe(1);
     expect(await visibleRows(db.sql, serviceClaims, 'private.site_broadcast_clock')).toBe(2);
@@ -149,10 +169,17 @@ describe('reading', () => {
   });
 
   it('no API role can read secrets through a function or a partition either', async () => {
-    const presence = await asClaims(db.sql, who.member, (tx) =>
-      tx`select * from mqtt_connection_secret_presence(${connA.id})`);
-    expect(presence).toEqual([{ has_password: true, has_client_cert: false, has_client_key: true, has_ca_cert: false }]);
-    expect(await asClaims(db.sql, who.nonMember, (tx) => tx`select * from mqtt_connection_secret_presence(${connA.id})`)).toEqual([]);
+    const presence = await asClaims(
+      db.sql,
+      who.member,
+      (tx) => tx`select * from mqtt_connection_secret_presence(${connA.id})`,
+    );
+    expect(presence).toEqual([
+      { has_password: true, has_client_cert: false, has_client_key: true, has_ca_cert: false },
+    ]);
+    expect(
+      await asClaims(db.sql, who.nonMember, (tx) => tx`select * from mqtt_connection_secret_presence(${connA.id})`),
+    ).toEqual([]);
     expect(await visibleRows(db.sql, who.admin, 'sensor_reading_default')).toBe(PERMISSION_DENIED);
     const partitions = await db.sql<{ name: string }[]>`
       select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
@@ -165,11 +192,19 @@ describe('reading', () => {
 });
 
 describe('writing', () => {
-  const activate = (connId: string) => (tx: TransactionSql) => tx`update mqtt_connection set is_active = true where id = ${connId}`;
+  const activate = (connId: string) => (tx: TransactionSql) =>
+    tx`update mqtt_connection set is_active = true where id = ${connId}`;
 
   it('admins start and stop connections and change settings; members and others cannot', async () => {
     expect(await tryWrite(db.sql, who.admin, activate(connA.id))).toBe(1);
-    expect(await tryWrite(db.sql, who.admin, (tx) => tx`update mqtt_connection set host = 'broker.local', port = 8883, protocol = 'mqtts' where id = ${connB.id}`)).toBe(1);
+    expect(
+      await tryWrite(
+        db.sql,
+        who.admin,
+        (tx) =>
+          tx`update mqtt_connection set host = 'broker.local', port = 8883, protocol = 'mqtts' where id = ${connB.id}`,
+      ),
+    ).toBe(1);
     // RLS hides the rows from the update: nothing changes.
     expect(await tryWrite(db.sql, who.member, activate(connA.id))).toBe(0);
     expect(await tryWrite(db.sql, who.nonMember, activate(connA.id))).toBe(0);
@@ -177,11 +212,13 @@ describe('writing', () => {
   });
 
   it('the observed status columns belong to the ingestor (service_role), not to admins', async () => {
-    const setStatus = (tx: TransactionSql) => tx`update mqtt_connection set status = 'connected' where id = ${connA.id}`;
+    const setStatus = (tx: TransactionSql) =>
+      tx`update mqtt_connection set status = 'connected' where id = ${connA.id}`;
     expect(await tryWrite(db.sql, who.admin, setStatus)).toBe(PERMISSION_DENIED);
     expect(await tryWrite(db.sql, serviceClaims, setStatus)).toBe(1);
     // What the broker session holds is observed too: only the ingestor records it.
-    const setSession = (tx: TransactionSql) => tx`update mqtt_connection set session_filters = '{x/#}' where id = ${connA.id}`;
+    const setSession = (tx: TransactionSql) =>
+      tx`update mqtt_connection set session_filters = '{x/#}' where id = ${connA.id}`;
     expect(await tryWrite(db.sql, who.admin, setSession)).toBe(PERMISSION_DENIED);
     expect(await tryWrite(db.sql, serviceClaims, setSession)).toBe(1);
     const createWithSession = (tx: TransactionSql) =>
@@ -193,23 +230,44 @@ describe('writing', () => {
     const addSite = (tx: TransactionSql) => tx`insert into site (slug, name) values ('new-site', 'New')`;
     const addPattern = (tx: TransactionSql) =>
       tx`insert into mqtt_topic (connection_id, pattern, parser) values (${connA.id}, 'a/#rest', 'generic-json')`;
-    const disablePatterns = (tx: TransactionSql) => tx`update mqtt_topic set is_active = false where connection_id = ${connA.id}`;
+    const disablePatterns = (tx: TransactionSql) =>
+      tx`update mqtt_topic set is_active = false where connection_id = ${connA.id}`;
     expect(await tryWrite(db.sql, who.admin, addSite)).toBe(1);
     expect(await tryWrite(db.sql, who.admin, addPattern)).toBe(1);
     expect(await tryWrite(db.sql, who.admin, disablePatterns)).toBe(1);
-    expect(await tryWrite(db.sql, who.admin, (tx) => tx`insert into site_member (site_id, user_id) values (${siteB.id}, ${memberId})`)).toBe(1);
+    expect(
+      await tryWrite(
+        db.sql,
+        who.admin,
+        (tx) => tx`insert into site_member (site_id, user_id) values (${siteB.id}, ${memberId})`,
+      ),
+    ).toBe(1);
     expect(await tryWrite(db.sql, who.member, addSite)).toBe(PERMISSION_DENIED);
     expect(await tryWrite(db.sql, who.member, addPattern)).toBe(PERMISSION_DENIED);
     expect(await tryWrite(db.sql, who.member, disablePatterns)).toBe(0);
-    expect(await tryWrite(db.sql, who.member, (tx) => tx`insert into site_member (site_id, user_id) values (${siteB.id}, ${memberId})`)).toBe(PERMISSION_DENIED);
+    expect(
+      await tryWrite(
+        db.sql,
+        who.member,
+        (tx) => tx`insert into site_member (site_id, user_id) values (${siteB.id}, ${memberId})`,
+      ),
+    ).toBe(PERMISSION_DENIED);
   });
 
   it('devices, readings and logs are written by the ingestor only', async () => {
     for (const claims of [who.admin, who.member]) {
       expect(await tryWrite(db.sql, claims, (tx) => tx`update gateway set online = false`)).toBe(PERMISSION_DENIED);
-      expect(await tryWrite(db.sql, claims, (tx) => tx`insert into sensor_reading (sensor_id, ts, value) values (1, now(), 1)`)).toBe(PERMISSION_DENIED);
+      expect(
+        await tryWrite(
+          db.sql,
+          claims,
+          (tx) => tx`insert into sensor_reading (sensor_id, ts, value) values (1, now(), 1)`,
+        ),
+      ).toBe(PERMISSION_DENIED);
       expect(await tryWrite(db.sql, claims, (tx) => tx`delete from mqtt_parsing_log`)).toBe(PERMISSION_DENIED);
-      expect(await tryWrite(db.sql, claims, (tx) => tx`update mqtt_parsing_log_topic set count = 9`)).toBe(PERMISSION_DENIED);
+      expect(await tryWrite(db.sql, claims, (tx) => tx`update mqtt_parsing_log_topic set count = 9`)).toBe(
+        PERMISSION_DENIED,
+      );
     }
     expect(await tryWrite(db.sql, serviceClaims, (tx) => tx`update gateway set online = false`)).toBe(2);
   });

@@ -31,7 +31,12 @@ const clients: SupabaseClient[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  server = await startRealtimeServer({ port: await getFreePort(), jwtSecret: secret, sql: db.sql, databaseUrl: db.url });
+  server = await startRealtimeServer({
+    port: await getFreePort(),
+    jwtSecret: secret,
+    sql: db.sql,
+    databaseUrl: db.url,
+  });
   ingestor = await startIngestor(db.url, { BFG_REALTIME_MAX_RATE: String(RATE) });
   anonKey = await signJwt(secret, { role: 'anon' });
 });
@@ -48,7 +53,12 @@ afterAll(async () => {
 async function userClient(siteId?: string): Promise<SupabaseClient> {
   const id = await newUser(db.sql);
   if (siteId) await addMember(db.sql, siteId, id);
-  const token = await signJwt(secret, { sub: id, role: 'authenticated', email: `${id}@example.test`, app_metadata: { provider: 'email' } });
+  const token = await signJwt(secret, {
+    sub: id,
+    role: 'authenticated',
+    email: `${id}@example.test`,
+    app_metadata: { provider: 'email' },
+  });
   const client = createClient(server.url, anonKey, { accessToken: () => Promise.resolve(token) });
   await client.realtime.setAuth();
   clients.push(client);
@@ -59,7 +69,8 @@ function subscribe(channel: RealtimeChannel): Promise<{ status: string; error?: 
   return new Promise((resolve) => {
     channel.subscribe((state, error) => {
       const status = String(state);
-      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT', 'CLOSED'].includes(status)) resolve(error ? { status, error } : { status });
+      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT', 'CLOSED'].includes(status))
+        resolve(error ? { status, error } : { status });
     });
   });
 }
@@ -92,31 +103,39 @@ describe('site change broadcasts through the ingestor', () => {
     const tree = await newDeviceTree(db.sql, site.id);
     const member = await userClient(site.id);
     const received = new Inbox<SiteChanges>();
-    const channel = member.channel(`site:${site.id}`, { config: { private: true } })
+    const channel = member
+      .channel(`site:${site.id}`, { config: { private: true } })
       .on('broadcast', { event: 'changes' }, (m: { payload: unknown }) => received.push(siteChanges.parse(m.payload)));
     expect(await subscribe(channel)).toEqual({ status: 'SUBSCRIBED' });
 
     // Written again until one arrives: a join may complete just before the server's replication
     // stream is ready, and Realtime replays nothing.
     let rssi = -50;
-    await expect.poll(async () => {
-      rssi -= 1;
-      await db.sql`update gateway set rssi_dbm = ${rssi} where id = ${tree.gatewayId}`;
-      for (;;) {
-        const message = await received.next('a changes message', INTERVAL_MS * 3).catch(() => null);
-        if (!message) return null;
-        const gateway = message.gateways.find((g) => g.id === Number(tree.gatewayId));
-        if (gateway?.rssi_dbm === rssi) return message;
-      }
-    }, { timeout: 15_000, interval: 10 }).toMatchObject({
-      gateways: [{ id: Number(tree.gatewayId), ident: 'gw-1' }],
-      removed: { gateways: [], dataloggers: [], sensors: [] },
-    });
+    await expect
+      .poll(
+        async () => {
+          rssi -= 1;
+          await db.sql`update gateway set rssi_dbm = ${rssi} where id = ${tree.gatewayId}`;
+          for (;;) {
+            const message = await received.next('a changes message', INTERVAL_MS * 3).catch(() => null);
+            if (!message) return null;
+            const gateway = message.gateways.find((g) => g.id === Number(tree.gatewayId));
+            if (gateway?.rssi_dbm === rssi) return message;
+          }
+        },
+        { timeout: 15_000, interval: 10 },
+      )
+      .toMatchObject({
+        gateways: [{ id: Number(tree.gatewayId), ident: 'gw-1' }],
+        removed: { gateways: [], dataloggers: [], sensors: [] },
+      });
 
     const outsider = await userClient();
     const refused = await subscribe(outsider.channel(`site:${site.id}`, { config: { private: true } }));
     expect(refused.status).toBe('CHANNEL_ERROR');
-    expect(refused.error?.message).toBe(`Unauthorized: You do not have permissions to read from this Channel topic: site:${site.id}`);
+    expect(refused.error?.message).toBe(
+      `Unauthorized: You do not have permissions to read from this Channel topic: site:${site.id}`,
+    );
   });
 
   it('sends the first change after a quiet period at once', async () => {
@@ -151,7 +170,9 @@ describe('site change broadcasts through the ingestor', () => {
     const during = (await messagesOf(site.id)).slice(before);
     expect(during.length, 'messages during the burst').toBeLessThanOrEqual(1 + ((Date.now() - started) / 1000) * RATE);
     const sent = await waitFor('the final value to be sent', async () => (await messagesOf(site.id)).slice(before), {
-      accept: (messages) => messages.at(-1)?.event === 'changes' && siteChanges.parse(messages.at(-1)!.payload).sensors[0]?.last_value === value,
+      accept: (messages) =>
+        messages.at(-1)?.event === 'changes' &&
+        siteChanges.parse(messages.at(-1)!.payload).sensors[0]?.last_value === value,
     });
     const elapsedS = (Date.now() - started) / 1000;
     expect(value).toBeGreaterThan(20);
@@ -162,7 +183,10 @@ describe('site change broadcasts through the ingestor', () => {
 
 describe('SiteChangeBroadcaster on its own', () => {
   /** A database of its own, so the ingestor above does not flush for it. */
-  async function withBroadcaster(options: { maxRatePerSite: number; sweepMs?: number }, run: (own: TestDatabase, broadcaster: SiteChangeBroadcaster) => Promise<void>) {
+  async function withBroadcaster(
+    options: { maxRatePerSite: number; sweepMs?: number },
+    run: (own: TestDatabase, broadcaster: SiteChangeBroadcaster) => Promise<void>,
+  ) {
     const own = await createTestDatabase();
     const broadcaster = new SiteChangeBroadcaster(own.sql, pino({ level: 'silent' }), options);
     try {
@@ -174,8 +198,11 @@ describe('SiteChangeBroadcaster on its own', () => {
     }
   }
   const sentValues = async (sql: TestDatabase['sql'], siteId: string) =>
-    (await sql<{ payload: unknown }[]>`select payload from realtime.messages where topic = ${`site:${siteId}`} order by inserted_at, id`)
-      .map((m) => siteChanges.parse(m.payload).sensors.map((s) => s.last_value));
+    (
+      await sql<
+        { payload: unknown }[]
+      >`select payload from realtime.messages where topic = ${`site:${siteId}`} order by inserted_at, id`
+    ).map((m) => siteChanges.parse(m.payload).sensors.map((s) => s.last_value));
 
   it('sends, when it stops, what was written right after its last message', async () => {
     await withBroadcaster({ maxRatePerSite: 2 }, async (own, broadcaster) => {
@@ -195,7 +222,10 @@ describe('SiteChangeBroadcaster on its own', () => {
     await withBroadcaster({ maxRatePerSite: 4, sweepMs: 200 }, async (own) => {
       const site = await newSite(own.sql);
       const tree = await newDeviceTree(own.sql, site.id);
-      await waitFor('the devices to be sent', async () => (await own.sql`select 1 from private.site_change_outbox`).length === 0);
+      await waitFor(
+        'the devices to be sent',
+        async () => (await own.sql`select 1 from private.site_change_outbox`).length === 0,
+      );
       // An entry recorded without its NOTIFY, as when the LISTEN connection was down.
       await own.sql`alter table public.sensor disable trigger sensor_record_update`;
       await own.sql`update sensor set last_value = 7 where id = ${tree.sensorId}`;

@@ -37,13 +37,14 @@ describe('vocabularies match the schema', () => {
     expect([...(await allowed(table, column))].sort()).toEqual([...words].sort());
   });
 
-  it('every built-in parser key passes mqtt_topic.parser\'s check, and a malformed key does not', async () => {
+  it("every built-in parser key passes mqtt_topic.parser's check, and a malformed key does not", async () => {
     const site = await newSite(db.sql);
     const connection = await newConnection(db.sql, site.id);
     for (const { key } of builtInParsers) {
       await db.sql`insert into mqtt_topic (connection_id, pattern, parser) values (${connection.id}, ${`p/${key}`}, ${key})`;
     }
-    await expect(db.sql`insert into mqtt_topic (connection_id, pattern, parser) values (${connection.id}, 'p/bad', 'Not A Key')`)
-      .rejects.toMatchObject({ code: '23514' });
+    await expect(
+      db.sql`insert into mqtt_topic (connection_id, pattern, parser) values (${connection.id}, 'p/bad', 'Not A Key')`,
+    ).rejects.toMatchObject({ code: '23514' });
   });
 });

@@ -12,7 +12,11 @@ export async function newSite(sql: Sql, fields: { slug?: string; name?: string; 
   return row!;
 }
 
-export async function newConnection(sql: Sql, siteId: string, fields: { host?: string; port?: number; isActive?: boolean } = {}) {
+export async function newConnection(
+  sql: Sql,
+  siteId: string,
+  fields: { host?: string; port?: number; isActive?: boolean } = {},
+) {
   const [row] = await sql<{ id: string; clientId: string; subscribeFilters: string[] }[]>`
     insert into mqtt_connection (site_id, host, port, is_active)
     values (${siteId}, ${fields.host ?? '127.0.0.1'}, ${fields.port ?? 1883}, ${fields.isActive ?? false})

@@ -36,7 +36,8 @@ export async function startFakeRealtime(): Promise<FakeRealtime> {
   wss.on('connection', (ws) => {
     ws.on('message', (data: Buffer) => {
       const [joinRef, ref, topic, event, payload] = JSON.parse(data.toString('utf8')) as Frame;
-      const reply = (response: Record<string, unknown>) => send(ws, [joinRef, ref, topic, 'phx_reply', { status: 'ok', response }]);
+      const reply = (response: Record<string, unknown>) =>
+        send(ws, [joinRef, ref, topic, 'phx_reply', { status: 'ok', response }]);
       if (event === 'heartbeat') return reply({});
       if (event === 'phx_leave') {
         reply({});
@@ -46,7 +47,9 @@ export async function startFakeRealtime(): Promise<FakeRealtime> {
       const config = (payload['config'] ?? {}) as { postgres_changes?: Record<string, unknown>[] };
       reply({ postgres_changes: (config.postgres_changes ?? []).map((params, i) => ({ ...params, id: 1000 + i })) });
       joins.push({
-        topic, joinRef: joinRef ?? '', payload,
+        topic,
+        joinRef: joinRef ?? '',
+        payload,
         push: (name, body) => send(ws, [joinRef, name === 'phx_close' ? joinRef : null, topic, name, body]),
         fastlane: (name, body) => send(ws, [null, null, topic, name, body]),
       });

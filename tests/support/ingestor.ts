@@ -42,13 +42,20 @@ export interface ConnectionState {
 }
 
 export async function connectionState(sql: Sql, id: string): Promise<ConnectionState> {
-  const [row] = await sql<ConnectionState[]>`select status, status_detail as "statusDetail" from mqtt_connection where id = ${id}`;
+  const [row] = await sql<
+    ConnectionState[]
+  >`select status, status_detail as "statusDetail" from mqtt_connection where id = ${id}`;
   if (!row) throw new Error(`no connection ${id}`);
   return row;
 }
 
 /** Waits until the connection's observed status is `status` (and its detail matches, if given). */
-export function waitForStatus(sql: Sql, id: string, status: string, options: { detail?: RegExp; timeoutMs?: number } = {}) {
+export function waitForStatus(
+  sql: Sql,
+  id: string,
+  status: string,
+  options: { detail?: RegExp; timeoutMs?: number } = {},
+) {
   return waitFor(
     `connection ${id} to be ${status}${options.detail ? ` (${String(options.detail)})` : ''}`,
     () => connectionState(sql, id),

@@ -40,7 +40,8 @@ export function follow(channel: RealtimeChannel): FollowedChannel {
       for (;;) {
         const message = await system.next(`${what} to be subscribed`, timeoutMs);
         if (message['extension'] === 'postgres_changes' && message['status'] === 'ok') return;
-        if (message['extension'] === 'postgres_changes') throw new Error(`${what} failed: ${String(message['message'])}`);
+        if (message['extension'] === 'postgres_changes')
+          throw new Error(`${what} failed: ${String(message['message'])}`);
       }
     },
   };
@@ -62,18 +63,28 @@ export interface RealtimeFixture {
 }
 
 /** A test database with the local Realtime server on it, for supabase-js tests. */
-export async function startRealtimeFixture(options: { limits?: Partial<RealtimeLimits> } = {}): Promise<RealtimeFixture> {
+export async function startRealtimeFixture(
+  options: { limits?: Partial<RealtimeLimits> } = {},
+): Promise<RealtimeFixture> {
   const db = await createTestDatabase();
   const secret = randomBytes(32).toString('hex');
   const logs: string[] = [];
   const server = await startRealtimeServer({
-    port: await getFreePort(), jwtSecret: secret, sql: db.sql, databaseUrl: db.url, log: (m) => logs.push(m),
+    port: await getFreePort(),
+    jwtSecret: secret,
+    sql: db.sql,
+    databaseUrl: db.url,
+    log: (m) => logs.push(m),
     ...(options.limits ? { limits: options.limits } : {}),
   });
   const anonKey = await signJwt(secret, { role: 'anon', iss: 'supabase' });
   const clients: SupabaseClient[] = [];
   return {
-    db, server, secret, anonKey, logs,
+    db,
+    server,
+    secret,
+    anonKey,
+    logs,
     async client(accessToken) {
       // The accessToken callback, not setAuth(): supabase-js' auth client would reset a token set
       // once back to the anon key when it reports its (empty) initial session.
@@ -91,10 +102,16 @@ export async function startRealtimeFixture(options: { limits?: Partial<RealtimeL
     async userToken({ member, admin, role, expiresIn } = {}) {
       const id = await newUser(db.sql);
       if (member) await addMember(db.sql, member, id);
-      return signJwt(secret, {
-        sub: id, role: role ?? 'authenticated', email: `${id}@example.test`,
-        app_metadata: admin ? { provider: 'email', role: 'admin' } : { provider: 'email' },
-      }, expiresIn ?? 3600);
+      return signJwt(
+        secret,
+        {
+          sub: id,
+          role: role ?? 'authenticated',
+          email: `${id}@example.test`,
+          app_metadata: admin ? { provider: 'email', role: 'admin' } : { provider: 'email' },
+        },
+        expiresIn ?? 3600,
+      );
     },
     async reset() {
       for (const c of clients.splice(0)) await c.removeAllChannels();

@@ -20,7 +20,9 @@ export async function waitFor<T>(
       lastError = err;
     }
     if (Date.now() > deadline) {
-      const detail = lastError ? ` (last error: ${lastError instanceof Error ? lastError.message : JSON.stringify(lastError)})` : ` (last value: ${JSON.stringify(last)})`;
+      const detail = lastError
+        ? ` (last error: ${lastError instanceof Error ? lastError.message : JSON.stringify(lastError)})`
+        : ` (last value: ${JSON.stringify(last)})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));

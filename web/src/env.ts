@@ -24,11 +24,13 @@ function atRuntime<T>(schema: z.ZodType<T, string | undefined>) {
  */
 export const variables = defineEnvVars({
   DATABASE_URL: {
-    description: 'Postgres the dashboard reads and writes as the signed-in user (SET ROLE + JWT claims, so RLS applies).',
+    description:
+      'Postgres the dashboard reads and writes as the signed-in user (SET ROLE + JWT claims, so RLS applies).',
     schema: atRuntime(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
   },
   BFG_JWT_SECRET: {
-    description: 'The project JWT secret (legacy HS256), to verify access tokens without a round trip; unset: tokens are checked with auth.getClaims (the project\'s signing keys).',
+    description:
+      "The project JWT secret (legacy HS256), to verify access tokens without a round trip; unset: tokens are checked with auth.getClaims (the project's signing keys).",
     schema: atRuntime(z.string().min(32, 'must be at least 32 characters').optional()),
   },
   BFG_LOG_LEVEL: {
@@ -41,7 +43,8 @@ export const variables = defineEnvVars({
   },
   PUBLIC_SUPABASE_URL: {
     public: true,
-    description: 'Base URL supabase-js talks to: the local realtime server (http://127.0.0.1:54321) or https://<project>.supabase.co.',
+    description:
+      'Base URL supabase-js talks to: the local realtime server (http://127.0.0.1:54321) or https://<project>.supabase.co.',
     schema: atRuntime(z.url()),
   },
   PUBLIC_SUPABASE_ANON_KEY: {

@@ -29,8 +29,15 @@ export const handle: Handle = async ({ event, resolve }) => {
     }
   }
   if (!event.locals.session && !PUBLIC_PATHS.has(event.url.pathname)) {
-    if (event.request.method !== 'GET' || event.url.pathname.startsWith('/api/') || event.url.pathname.startsWith('/auth/')) {
-      return new Response(JSON.stringify({ message: 'Sign in first.' }), { status: 401, headers: { 'content-type': 'application/json' } });
+    if (
+      event.request.method !== 'GET' ||
+      event.url.pathname.startsWith('/api/') ||
+      event.url.pathname.startsWith('/auth/')
+    ) {
+      return new Response(JSON.stringify({ message: 'Sign in first.' }), {
+        status: 401,
+        headers: { 'content-type': 'application/json' },
+      });
     }
     redirect(303, `/login?next=${encodeURIComponent(event.url.pathname + event.url.search)}`);
   }

@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import {
-  fromSchema, futureTimestampFailure, identSchema, schemaFailure, timestampSchema, tooManyItems, type ParseFailure,
+  fromSchema,
+  futureTimestampFailure,
+  identSchema,
+  schemaFailure,
+  timestampSchema,
+  tooManyItems,
+  type ParseFailure,
 } from './common.ts';
 import type { Parser, Quality, ReadingRow, SensorRow } from './types.ts';
 
@@ -73,7 +79,14 @@ export const bfgDataloggerDataParser: Parser = fromSchema({
     for (const [sensor, r] of latest) {
       // Ident only: a sensor never seen before is created; kind and unit come with the next info.
       sensors.push({ gatewayIdent: gateway, dataloggerIdent: datalogger, ident: sensor });
-      readings.push({ gatewayIdent: gateway, dataloggerIdent: datalogger, sensorIdent: sensor, ts: data.ts, value: r.value, quality: r.quality });
+      readings.push({
+        gatewayIdent: gateway,
+        dataloggerIdent: datalogger,
+        sensorIdent: sensor,
+        ts: data.ts,
+        value: r.value,
+        quality: r.quality,
+      });
     }
     return {
       ok: true,

@@ -34,22 +34,31 @@ export const bfgDataloggerInfoParser: Parser = fromSchema({
     // One row per sensor id, the last description winning: the writer upserts each sensor once.
     const sensors = new Map<string, SensorRow>();
     for (const s of data.sensors ?? []) {
-      sensors.set(s.id, { gatewayIdent: gateway, dataloggerIdent: datalogger, ident: s.id, name: s.name, kind: s.kind, unit: s.unit });
+      sensors.set(s.id, {
+        gatewayIdent: gateway,
+        dataloggerIdent: datalogger,
+        ident: s.id,
+        name: s.name,
+        kind: s.kind,
+        unit: s.unit,
+      });
     }
     return {
       ok: true,
       rows: {
         gateways: [{ ident: gateway }],
-        dataloggers: [{
-          gatewayIdent: gateway,
-          ident: datalogger,
-          model: data.model,
-          serial: data.serial,
-          firmware: data.firmware,
-          intervalS: data.interval_s,
-          // infoAt marks the row as carrying a description (the writer only then copies the fields).
-          infoAt: ctx.receivedAt,
-        }],
+        dataloggers: [
+          {
+            gatewayIdent: gateway,
+            ident: datalogger,
+            model: data.model,
+            serial: data.serial,
+            firmware: data.firmware,
+            intervalS: data.interval_s,
+            // infoAt marks the row as carrying a description (the writer only then copies the fields).
+            infoAt: ctx.receivedAt,
+          },
+        ],
         sensors: [...sensors.values()],
         readings: [],
       },

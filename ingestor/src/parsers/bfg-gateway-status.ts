@@ -29,14 +29,16 @@ export const bfgGatewayStatusParser: Parser = fromSchema({
     return {
       ok: true,
       rows: {
-        gateways: [{
-          ident: gateway,
-          online: data.online,
-          firmware: data.firmware,
-          uptimeS: data.uptime_s,
-          rssiDbm: data.rssi_dbm,
-          statusAt,
-        }],
+        gateways: [
+          {
+            ident: gateway,
+            online: data.online,
+            firmware: data.firmware,
+            uptimeS: data.uptime_s,
+            rssiDbm: data.rssi_dbm,
+            statusAt,
+          },
+        ],
         dataloggers: [],
         sensors: [],
         readings: [],

@@ -44,7 +44,8 @@ const isoWithOffset = z.iso.datetime({ offset: true });
  */
 export const timestampSchema = z
   .union([z.string(), z.number()], {
-    error: (issue) => (issue.input === undefined ? 'required' : 'expected an ISO 8601 string or epoch seconds/milliseconds'),
+    error: (issue) =>
+      issue.input === undefined ? 'required' : 'expected an ISO 8601 string or epoch seconds/milliseconds',
   })
   .transform((raw, ctx) => {
     let ms: number;
@@ -53,7 +54,11 @@ export const timestampSchema = z
     } else if (isoWithOffset.safeParse(raw).success) {
       ms = Date.parse(raw);
     } else {
-      ctx.issues.push({ code: 'custom', message: 'expected ISO 8601 with an offset (Z or ±HH:MM), e.g. 2026-11-26T10:15:00Z', input: raw });
+      ctx.issues.push({
+        code: 'custom',
+        message: 'expected ISO 8601 with an offset (Z or ±HH:MM), e.g. 2026-11-26T10:15:00Z',
+        input: raw,
+      });
       return z.NEVER;
     }
     if (!(ms >= MIN_TS_MS)) {
@@ -108,7 +113,9 @@ export function issuesFailure(issues: readonly Issue[]): ParseFailure {
 
 /** A zod error as a ParseResult (zod's messages name types, not inputs). `prefix` locates a sub-value. */
 export function zodFailure(error: z.ZodError, prefix: readonly PropertyKey[] = []): ParseFailure {
-  return issuesFailure(error.issues.map((issue) => ({ path: formatPath([...prefix, ...issue.path]), message: issue.message })));
+  return issuesFailure(
+    error.issues.map((issue) => ({ path: formatPath([...prefix, ...issue.path]), message: issue.message })),
+  );
 }
 
 /** Built-in parsers take no options; an unknown key is more likely a typo than a wish. */
@@ -160,7 +167,12 @@ export function guarded(key: string, parse: Parser['parse']): Parser['parse'] {
       return parse(json, ctx);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
-      return { ok: false, kind: 'processing', message: `parser ${key} failed: ${reason}`.slice(0, 300), issuePaths: [] };
+      return {
+        ok: false,
+        kind: 'processing',
+        message: `parser ${key} failed: ${reason}`.slice(0, 300),
+        issuePaths: [],
+      };
     }
   };
 }
@@ -183,7 +195,12 @@ export function tooManyItems(json: unknown, field: string): ParseFailure | undef
 }
 
 export function tooLargeFailure(path: string): ParseFailure {
-  return { ok: false, kind: 'too_large', message: `${path}: more than ${MAX_ITEMS_PER_MESSAGE} entries in one message`, issuePaths: [] };
+  return {
+    ok: false,
+    kind: 'too_large',
+    message: `${path}: more than ${MAX_ITEMS_PER_MESSAGE} entries in one message`,
+    issuePaths: [],
+  };
 }
 
 function invalidTopic(message: string): ParseFailure {

@@ -1,7 +1,20 @@
 import { z } from 'zod';
 import {
-  MAX_ITEMS_PER_MESSAGE, exceedsItemLimit, futureTimestampFailure, guarded, identSchema, isIdent, issuesFailure, labelSchema, siteFailure,
-  timestampSchema, tooLargeFailure, topicIdent, zodFailure, type Issue, type ParseFailure,
+  MAX_ITEMS_PER_MESSAGE,
+  exceedsItemLimit,
+  futureTimestampFailure,
+  guarded,
+  identSchema,
+  isIdent,
+  issuesFailure,
+  labelSchema,
+  siteFailure,
+  timestampSchema,
+  tooLargeFailure,
+  topicIdent,
+  zodFailure,
+  type Issue,
+  type ParseFailure,
 } from './common.ts';
 import type { ParseContext, Parser, ReadingRow, SensorRow } from './types.ts';
 
@@ -10,7 +23,10 @@ import type { ParseContext, Parser, ReadingRow, SensorRow } from './types.ts';
  * for the payload itself. Keys containing a dot cannot be addressed; that is the price of a path
  * a person can type into a form.
  */
-const pathSchema = z.string().max(200).regex(/^(?:[^.]+(?:\.[^.]+)*)?$/, { error: 'must be a dotted path like data.device.id' });
+const pathSchema = z
+  .string()
+  .max(200)
+  .regex(/^(?:[^.]+(?:\.[^.]+)*)?$/, { error: 'must be a dotted path like data.device.id' });
 const param = z.strictObject({ param: z.string().min(1).max(64) });
 const path = z.strictObject({ path: pathSchema });
 const sensorEntry = z.strictObject({
@@ -53,8 +69,13 @@ export const configSchema = z.strictObject({
   timestamp: z.union([param, path]).optional(),
   values: z.union([
     path,
-    z.array(sensorEntry).min(1).max(MAX_ITEMS_PER_MESSAGE)
-      .refine((list) => new Set(list.map((e) => e.sensor)).size === list.length, { error: 'each sensor may be listed once' }),
+    z
+      .array(sensorEntry)
+      .min(1)
+      .max(MAX_ITEMS_PER_MESSAGE)
+      .refine((list) => new Set(list.map((e) => e.sensor)).size === list.length, {
+        error: 'each sensor may be listed once',
+      }),
   ]),
 });
 export type GenericJsonConfig = z.output<typeof configSchema>;
@@ -94,7 +115,12 @@ function configOf(raw: unknown): GenericJsonConfig | ParseFailure {
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
     const detail = zodFailure(parsed.error).message;
-    return { ok: false, kind: 'processing', message: `parser_config is not a valid generic-json config: ${detail}`, issuePaths: [] };
+    return {
+      ok: false,
+      kind: 'processing',
+      message: `parser_config is not a valid generic-json config: ${detail}`,
+      issuePaths: [],
+    };
   }
   if (typeof raw === 'object' && raw !== null) compiled.set(raw, parsed.data);
   return parsed.data;
@@ -103,7 +129,12 @@ function configOf(raw: unknown): GenericJsonConfig | ParseFailure {
 type IdentSource = GenericJsonConfig['gateway'];
 
 /** A device id from the topic, the payload or the config. Payload integers are accepted as ids. */
-function identOf(source: IdentSource, json: unknown, ctx: ParseContext, issues: Issue[]): string | ParseFailure | undefined {
+function identOf(
+  source: IdentSource,
+  json: unknown,
+  ctx: ParseContext,
+  issues: Issue[],
+): string | ParseFailure | undefined {
   if ('value' in source) return source.value;
   if ('param' in source) return topicIdent(ctx, source.param);
   const value = readPath(json, segmentsOf(source.path));
@@ -115,14 +146,25 @@ function identOf(source: IdentSource, json: unknown, ctx: ParseContext, issues: 
 }
 
 /** The message time; format problems go to `issues` (with the other payload issues), undefined then. */
-function timestampOf(config: GenericJsonConfig, json: unknown, ctx: ParseContext, issues: Issue[]): Date | ParseFailure | undefined {
+function timestampOf(
+  config: GenericJsonConfig,
+  json: unknown,
+  ctx: ParseContext,
+  issues: Issue[],
+): Date | ParseFailure | undefined {
   const source = config.timestamp;
   if (!source) return ctx.receivedAt;
   let raw: unknown;
   let where: string;
   if ('param' in source) {
     const value = ctx.params[source.param];
-    if (typeof value !== 'string') return { ok: false, kind: 'invalid_topic', message: `the topic pattern has no +${source.param} wildcard for the timestamp`, issuePaths: [] };
+    if (typeof value !== 'string')
+      return {
+        ok: false,
+        kind: 'invalid_topic',
+        message: `the topic pattern has no +${source.param} wildcard for the timestamp`,
+        issuePaths: [],
+      };
     // Topic segments are always text; a run of digits there is the epoch number it spells.
     raw = /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
     where = `+${source.param}`;
@@ -149,7 +191,8 @@ const VALUE_RULE = 'must be a finite number or null (strings are not coerced)';
 
 export const genericJsonParser: Parser = {
   key: 'generic-json',
-  description: 'Declarative JSON: device ids, timestamp and values located by parser_config (topic wildcards or payload paths)',
+  description:
+    'Declarative JSON: device ids, timestamp and values located by parser_config (topic wildcards or payload paths)',
   configSchema,
   parse: guarded('generic-json', (json, ctx) => {
     const config = configOf(ctx.parserConfig);
@@ -176,25 +219,55 @@ export const genericJsonParser: Parser = {
       const where = config.values.path;
       const object = readPath(json, segmentsOf(where));
       if (typeof object !== 'object' || object === null || Array.isArray(object)) {
-        issues.push({ path: shown(where), message: object === MISSING ? 'required' : 'must be an object of {"<sensor id>": number|null}' });
+        issues.push({
+          path: shown(where),
+          message: object === MISSING ? 'required' : 'must be an object of {"<sensor id>": number|null}',
+        });
       } else {
         if (exceedsItemLimit(object)) return tooLargeFailure(shown(where));
         const prefix = where === '' ? '' : `${where}.`;
         for (const [sensor, value] of Object.entries(object)) {
-          if (!isIdent(sensor)) issues.push({ path: `${prefix}${sensor}`.slice(0, 200), message: 'key must be a sensor id (1–64 characters of A-Z a-z 0-9 _ . -)' });
+          if (!isIdent(sensor))
+            issues.push({
+              path: `${prefix}${sensor}`.slice(0, 200),
+              message: 'key must be a sensor id (1–64 characters of A-Z a-z 0-9 _ . -)',
+            });
           else if (!isValue(value)) issues.push({ path: `${prefix}${sensor}`, message: VALUE_RULE });
           else found.push({ sensor, value });
         }
       }
     }
-    if (issues.length > 0 || gateway === undefined || datalogger === undefined || ts === undefined) return issuesFailure(issues);
+    if (issues.length > 0 || gateway === undefined || datalogger === undefined || ts === undefined)
+      return issuesFailure(issues);
 
     const sensors: SensorRow[] = [];
     const readings: ReadingRow[] = [];
     for (const { sensor, value, entry } of found) {
-      sensors.push({ gatewayIdent: gateway, dataloggerIdent: datalogger, ident: sensor, name: entry?.name, kind: entry?.kind, unit: entry?.unit });
-      readings.push({ gatewayIdent: gateway, dataloggerIdent: datalogger, sensorIdent: sensor, ts, value, quality: null });
+      sensors.push({
+        gatewayIdent: gateway,
+        dataloggerIdent: datalogger,
+        ident: sensor,
+        name: entry?.name,
+        kind: entry?.kind,
+        unit: entry?.unit,
+      });
+      readings.push({
+        gatewayIdent: gateway,
+        dataloggerIdent: datalogger,
+        sensorIdent: sensor,
+        ts,
+        value,
+        quality: null,
+      });
     }
-    return { ok: true, rows: { gateways: [{ ident: gateway }], dataloggers: [{ gatewayIdent: gateway, ident: datalogger }], sensors, readings } };
+    return {
+      ok: true,
+      rows: {
+        gateways: [{ ident: gateway }],
+        dataloggers: [{ gatewayIdent: gateway, ident: datalogger }],
+        sensors,
+        readings,
+      },
+    };
   }),
 };

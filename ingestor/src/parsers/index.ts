@@ -5,7 +5,16 @@ export { bfgDataloggerInfoParser } from './bfg-datalogger-info.ts';
 export { bfgDataloggerDataParser } from './bfg-datalogger-data.ts';
 export { configSchema as genericJsonConfigSchema, genericJsonParser, type GenericJsonConfig } from './generic-json.ts';
 export {
-  MAX_ITEMS_PER_MESSAGE, fromSchema, futureTimestampFailure, guarded, identSchema, labelSchema, timestampSchema, topicDevices, zodFailure,
-  type ParseFailure, type SchemaParserSpec,
+  MAX_ITEMS_PER_MESSAGE,
+  fromSchema,
+  futureTimestampFailure,
+  guarded,
+  identSchema,
+  labelSchema,
+  timestampSchema,
+  topicDevices,
+  zodFailure,
+  type ParseFailure,
+  type SchemaParserSpec,
 } from './common.ts';
 export type * from './types.ts';

@@ -19,9 +19,20 @@ Publishes a realistic BFG fleet to an MQTT broker.
   --count N            stop after N data messages (default: run until Ctrl-C)`;
 
 const optionsSchema = z.object({
-  url: z.string().regex(/^(mqtts?|wss?):\/\//, 'an mqtt://, mqtts://, ws:// or wss:// URL').default('mqtt://127.0.0.1:1883'),
+  url: z
+    .string()
+    .regex(/^(mqtts?|wss?):\/\//, 'an mqtt://, mqtts://, ws:// or wss:// URL')
+    .default('mqtt://127.0.0.1:1883'),
   username: z.string().optional(),
-  sites: z.string().default('demo').transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean)),
+  sites: z
+    .string()
+    .default('demo')
+    .transform((s) =>
+      s
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    ),
   gateways: z.coerce.number().int().min(1).max(10_000).default(3),
   dataloggers: z.coerce.number().int().min(1).max(100).default(2),
   sensors: z.coerce.number().int().min(1).max(1000).default(4),
@@ -34,9 +45,17 @@ const optionsSchema = z.object({
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      url: { type: 'string' }, username: { type: 'string' }, sites: { type: 'string' }, gateways: { type: 'string' },
-      dataloggers: { type: 'string' }, sensors: { type: 'string' }, interval: { type: 'string' },
-      'bad-fraction': { type: 'string' }, qos: { type: 'string' }, count: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      url: { type: 'string' },
+      username: { type: 'string' },
+      sites: { type: 'string' },
+      gateways: { type: 'string' },
+      dataloggers: { type: 'string' },
+      sensors: { type: 'string' },
+      interval: { type: 'string' },
+      'bad-fraction': { type: 'string' },
+      qos: { type: 'string' },
+      count: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
@@ -46,7 +65,9 @@ async function main(): Promise<void> {
   const { help: _help, ...rest } = values;
   const parsed = optionsSchema.safeParse(rest);
   if (!parsed.success) {
-    console.error(`Invalid options:\n${parsed.error.issues.map((i) => `  --${i.path.join('.')}: ${i.message}`).join('\n')}\n\n${USAGE}`);
+    console.error(
+      `Invalid options:\n${parsed.error.issues.map((i) => `  --${i.path.join('.')}: ${i.message}`).join('\n')}\n\n${USAGE}`,
+    );
     process.exitCode = 2;
     return;
   }
@@ -55,9 +76,20 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
   const stats = await runSimulation(
-    { url: o.url, username: o.username, password: process.env['MQTT_PASSWORD'], sites: o.sites, gateways: o.gateways,
-      dataloggers: o.dataloggers, sensors: o.sensors, intervalS: o.interval, badFraction: o['bad-fraction'],
-      qos: o.qos as 0 | 1, count: o.count, mixForms: true },
+    {
+      url: o.url,
+      username: o.username,
+      password: process.env['MQTT_PASSWORD'],
+      sites: o.sites,
+      gateways: o.gateways,
+      dataloggers: o.dataloggers,
+      sensors: o.sensors,
+      intervalS: o.interval,
+      badFraction: o['bad-fraction'],
+      qos: o.qos as 0 | 1,
+      count: o.count,
+      mixForms: true,
+    },
     controller.signal,
     (line) => console.log(`[simulate] ${line}`),
   );

@@ -35,7 +35,13 @@ const SENSOR_TYPES: Omit<SimSensor, 'id'>[] = [
 ];
 const SENSOR_IDS = ['t_air', 'rh', 'p_atm', 'wind', 'soil', 'v_bat'];
 
-export function buildFleet(options: { sites: string[]; gateways: number; dataloggers: number; sensors: number; intervalS: number }): SimGateway[] {
+export function buildFleet(options: {
+  sites: string[];
+  gateways: number;
+  dataloggers: number;
+  sensors: number;
+  intervalS: number;
+}): SimGateway[] {
   const fleet: SimGateway[] = [];
   for (const site of options.sites) {
     for (let g = 1; g <= options.gateways; g++) {
@@ -47,7 +53,13 @@ export function buildFleet(options: { sites: string[]; gateways: number; datalog
           const suffix = s >= SENSOR_IDS.length ? `_${Math.floor(s / SENSOR_IDS.length) + 1}` : '';
           sensors.push({ ...type, id: `${SENSOR_IDS[s % SENSOR_IDS.length]}${suffix}` });
         }
-        dataloggers.push({ id: `dl-${d}`, model: 'DL-400', serial: `DL4-${g}${String(d).padStart(4, '0')}`, intervalS: options.intervalS, sensors });
+        dataloggers.push({
+          id: `dl-${d}`,
+          model: 'DL-400',
+          serial: `DL4-${g}${String(d).padStart(4, '0')}`,
+          intervalS: options.intervalS,
+          sensors,
+        });
       }
       fleet.push({ site, id: `gw-${g}`, firmware: '2.4.1', dataloggers });
     }

@@ -32,7 +32,11 @@ export interface SimulationStats {
  * (`{"online":false}`), each datalogger's info retained, then data every `intervalS`. Resolves when
  * `count` data messages were sent or `signal` aborts; gateways then publish offline and disconnect.
  */
-export async function runSimulation(options: SimulationOptions, signal: AbortSignal, log: (line: string) => void = () => undefined): Promise<SimulationStats> {
+export async function runSimulation(
+  options: SimulationOptions,
+  signal: AbortSignal,
+  log: (line: string) => void = () => undefined,
+): Promise<SimulationStats> {
   const fleet = buildFleet(options);
   const stats: SimulationStats = { data: 0, bad: 0, readings: 0 };
   const clients = await Promise.all(fleet.map((gw) => connectGateway(gw, options)));
@@ -57,8 +61,15 @@ export async function runSimulation(options: SimulationOptions, signal: AbortSig
         const at = new Date();
         const compact = options.mixForms && sent % 2 === 1;
         const payload = compact
-          ? { ts: Math.floor(at.getTime() / 1000), values: Object.fromEntries(dl.sensors.map((s) => [s.id, sampleValue(s, at)])) }
-          : { ts: at.toISOString(), seq: sent, readings: dl.sensors.map((s) => ({ sensor: s.id, value: sampleValue(s, at), quality: 'good' })) };
+          ? {
+              ts: Math.floor(at.getTime() / 1000),
+              values: Object.fromEntries(dl.sensors.map((s) => [s.id, sampleValue(s, at)])),
+            }
+          : {
+              ts: at.toISOString(),
+              seq: sent,
+              readings: dl.sensors.map((s) => ({ sensor: s.id, value: sampleValue(s, at), quality: 'good' })),
+            };
         client.publish(topic, JSON.stringify(payload), { qos: options.qos });
         stats.data += 1;
         stats.readings += dl.sensors.length;
@@ -75,7 +86,10 @@ export async function runSimulation(options: SimulationOptions, signal: AbortSig
   await Promise.all(
     fleet.map(async (gw, g) => {
       const client = clients[g]!;
-      await client.publishAsync(topics.status(gw), JSON.stringify({ online: false, ts: new Date().toISOString() }), { qos: 1, retain: true });
+      await client.publishAsync(topics.status(gw), JSON.stringify({ online: false, ts: new Date().toISOString() }), {
+        qos: 1,
+        retain: true,
+      });
       await client.endAsync();
     }),
   );
@@ -92,14 +106,25 @@ async function connectGateway(gw: SimGateway, options: SimulationOptions): Promi
   });
   await client.publishAsync(
     topics.status(gw),
-    JSON.stringify({ online: true, ts: new Date().toISOString(), firmware: gw.firmware, uptime_s: Math.floor(process.uptime()), rssi_dbm: -60 - Math.floor(Math.random() * 20) }),
+    JSON.stringify({
+      online: true,
+      ts: new Date().toISOString(),
+      firmware: gw.firmware,
+      uptime_s: Math.floor(process.uptime()),
+      rssi_dbm: -60 - Math.floor(Math.random() * 20),
+    }),
     { qos: 1, retain: true },
   );
   for (const dl of gw.dataloggers) {
     await client.publishAsync(
       topics.info(gw, dl),
-      JSON.stringify({ model: dl.model, serial: dl.serial, firmware: '1.9.0', interval_s: dl.intervalS,
-        sensors: dl.sensors.map((s) => ({ id: s.id, name: s.name, kind: s.kind, unit: s.unit })) }),
+      JSON.stringify({
+        model: dl.model,
+        serial: dl.serial,
+        firmware: '1.9.0',
+        interval_s: dl.intervalS,
+        sensors: dl.sensors.map((s) => ({ id: s.id, name: s.name, kind: s.kind, unit: s.unit })),
+      }),
       { qos: 1, retain: true },
     );
   }

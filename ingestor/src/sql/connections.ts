@@ -78,7 +78,12 @@ export interface StatusChange {
 }
 
 /** Records status transitions: the row's observed state, and one log row per transition. */
-export async function writeStatusChanges(sql: Db, latest: StatusChange[], log: StatusChange[], instance: string): Promise<void> {
+export async function writeStatusChanges(
+  sql: Db,
+  latest: StatusChange[],
+  log: StatusChange[],
+  instance: string,
+): Promise<void> {
   await sql.begin(async (tx) => {
     for (const change of latest) {
       await tx`
@@ -93,10 +98,16 @@ export async function writeStatusChanges(sql: Db, latest: StatusChange[], log: S
       await tx`
         insert into mqtt_connection_log (connection_id, created_at, level, event, status, detail, instance)
         select v.connection_id, v.created_at, v.level, v.event, v.status, v.detail, ${instance}
-        from jsonb_to_recordset(${tx.json(log.map((l) => ({
-          connection_id: l.connectionId, created_at: l.at.toISOString(), level: l.level, event: l.event, status: l.status,
-          detail: l.detail?.slice(0, 4000) ?? null,
-        })))}) as v (connection_id bigint, created_at timestamptz, level text, event text, status text, detail text)
+        from jsonb_to_recordset(${tx.json(
+          log.map((l) => ({
+            connection_id: l.connectionId,
+            created_at: l.at.toISOString(),
+            level: l.level,
+            event: l.event,
+            status: l.status,
+            detail: l.detail?.slice(0, 4000) ?? null,
+          })),
+        )}) as v (connection_id bigint, created_at timestamptz, level text, event text, status text, detail text)
         where exists (select 1 from mqtt_connection c where c.id = v.connection_id)`;
     }
   });

@@ -7,6 +7,7 @@ import type { Db } from '../db.ts';
  * writer's open transaction or another flusher) — or null when nothing is pending.
  */
 export async function sendSiteChanges(sql: Db, minIntervalMs: number): Promise<number | null> {
-  const [row]: [{ nextDueMs: number | null }?] = await sql`select private.send_site_changes(${minIntervalMs}) as "nextDueMs"`;
+  const [row]: [{ nextDueMs: number | null }?] =
+    await sql`select private.send_site_changes(${minIntervalMs}) as "nextDueMs"`;
   return row?.nextDueMs ?? null;
 }

@@ -42,8 +42,14 @@ const iso = (d: Date | null) => (d ? d.toISOString() : null);
 export async function upsertGateways(tx: TransactionSql, rows: GatewayUpsert[]): Promise<Map<string, string>> {
   if (rows.length === 0) return new Map();
   const json = rows.map((r) => ({
-    site_id: r.siteId, ident: r.ident, last_seen_at: iso(r.lastSeenAt), online: r.online, firmware: r.firmware,
-    uptime_s: r.uptimeS, rssi_dbm: r.rssiDbm, status_at: iso(r.statusAt),
+    site_id: r.siteId,
+    ident: r.ident,
+    last_seen_at: iso(r.lastSeenAt),
+    online: r.online,
+    firmware: r.firmware,
+    uptime_s: r.uptimeS,
+    rssi_dbm: r.rssiDbm,
+    status_at: iso(r.statusAt),
   }));
   const result = await tx<{ id: string; siteId: string; ident: string }[]>`
     insert into gateway as g (site_id, ident, last_seen_at, online, firmware, uptime_s, rssi_dbm, status_at)
@@ -64,8 +70,15 @@ export async function upsertGateways(tx: TransactionSql, rows: GatewayUpsert[]):
 export async function upsertDataloggers(tx: TransactionSql, rows: DataloggerUpsert[]): Promise<Map<string, string>> {
   if (rows.length === 0) return new Map();
   const json = rows.map((r) => ({
-    site_id: r.siteId, gateway_id: r.gatewayId, ident: r.ident, last_seen_at: iso(r.lastSeenAt), model: r.model,
-    serial: r.serial, firmware: r.firmware, interval_s: r.intervalS, info_at: iso(r.infoAt),
+    site_id: r.siteId,
+    gateway_id: r.gatewayId,
+    ident: r.ident,
+    last_seen_at: iso(r.lastSeenAt),
+    model: r.model,
+    serial: r.serial,
+    firmware: r.firmware,
+    interval_s: r.intervalS,
+    info_at: iso(r.infoAt),
   }));
   const result = await tx<{ id: string; gatewayId: string; ident: string }[]>`
     insert into datalogger as d (site_id, gateway_id, ident, last_seen_at, model, serial, firmware, interval_s, info_at)
@@ -90,7 +103,14 @@ export async function upsertDataloggers(tx: TransactionSql, rows: DataloggerUpse
  */
 export async function upsertSensors(tx: TransactionSql, rows: SensorUpsert[]): Promise<Map<string, string>> {
   if (rows.length === 0) return new Map();
-  const json = rows.map((r) => ({ site_id: r.siteId, datalogger_id: r.dataloggerId, ident: r.ident, name: r.name, kind: r.kind, unit: r.unit }));
+  const json = rows.map((r) => ({
+    site_id: r.siteId,
+    datalogger_id: r.dataloggerId,
+    ident: r.ident,
+    name: r.name,
+    kind: r.kind,
+    unit: r.unit,
+  }));
   const result = await tx<{ id: string; dataloggerId: string; ident: string }[]>`
     insert into sensor as s (site_id, datalogger_id, ident, name, kind, unit)
     select site_id, datalogger_id, ident, name, kind, unit

@@ -19,9 +19,18 @@ export interface DiscoveredTopicUpsert {
 export async function upsertDiscoveredTopics(sql: Db, rows: DiscoveredTopicUpsert[]): Promise<void> {
   if (rows.length === 0) return;
   const json = rows.map((r) => ({
-    connection_id: r.connectionId, topic: r.topic, first_seen_at: r.firstSeenAt.toISOString(), last_seen_at: r.lastSeenAt.toISOString(),
-    message_count: r.messageCount, last_payload: r.lastPayload, last_payload_bytes: r.lastPayloadBytes, last_qos: r.lastQos,
-    last_retained: r.lastRetained, is_processable: r.isProcessable, matched_topic_id: r.matchedTopicId, last_error: r.lastError,
+    connection_id: r.connectionId,
+    topic: r.topic,
+    first_seen_at: r.firstSeenAt.toISOString(),
+    last_seen_at: r.lastSeenAt.toISOString(),
+    message_count: r.messageCount,
+    last_payload: r.lastPayload,
+    last_payload_bytes: r.lastPayloadBytes,
+    last_qos: r.lastQos,
+    last_retained: r.lastRetained,
+    is_processable: r.isProcessable,
+    matched_topic_id: r.matchedTopicId,
+    last_error: r.lastError,
   }));
   await sql`
     insert into discovered_topic as d (connection_id, topic, first_seen_at, last_seen_at, message_count, last_payload,

@@ -46,11 +46,21 @@ export async function upsertParsingLog(tx: TransactionSql, rows: ParsingLogUpser
     select v.connection_id, v.fingerprint, v.topic, v.parser, v.kind, v.message,
            coalesce((select array_agg(p) from jsonb_array_elements_text(v.issue_paths) p), '{}'),
            v.payload_excerpt, v.count, v.first_seen_at, v.last_seen_at
-    from jsonb_to_recordset(${tx.json(rows.map((r) => ({
-      connection_id: r.connectionId, fingerprint: r.fingerprint, topic: r.topic, parser: r.parser, kind: r.kind,
-      message: r.message, issue_paths: r.issuePaths, payload_excerpt: r.payloadExcerpt, count: r.count,
-      first_seen_at: r.firstSeenAt.toISOString(), last_seen_at: r.lastSeenAt.toISOString(),
-    })))}) as v (connection_id bigint, fingerprint text, topic text, parser text, kind text, message text,
+    from jsonb_to_recordset(${tx.json(
+      rows.map((r) => ({
+        connection_id: r.connectionId,
+        fingerprint: r.fingerprint,
+        topic: r.topic,
+        parser: r.parser,
+        kind: r.kind,
+        message: r.message,
+        issue_paths: r.issuePaths,
+        payload_excerpt: r.payloadExcerpt,
+        count: r.count,
+        first_seen_at: r.firstSeenAt.toISOString(),
+        last_seen_at: r.lastSeenAt.toISOString(),
+      })),
+    )}) as v (connection_id bigint, fingerprint text, topic text, parser text, kind text, message text,
                  issue_paths jsonb, payload_excerpt text, count bigint, first_seen_at timestamptz, last_seen_at timestamptz)
     on conflict (connection_id, fingerprint) do update set
       count = l.count + excluded.count,
@@ -58,10 +68,16 @@ export async function upsertParsingLog(tx: TransactionSql, rows: ParsingLogUpser
       payload_excerpt = excluded.payload_excerpt,
       last_seen_at = greatest(l.last_seen_at, excluded.last_seen_at)`;
 
-  const topics = rows.flatMap((r) => r.topics.map((t) => ({
-    connection_id: r.connectionId, fingerprint: r.fingerprint, topic: t.topic, count: t.count,
-    first_seen_at: t.firstSeenAt.toISOString(), last_seen_at: t.lastSeenAt.toISOString(),
-  })));
+  const topics = rows.flatMap((r) =>
+    r.topics.map((t) => ({
+      connection_id: r.connectionId,
+      fingerprint: r.fingerprint,
+      topic: t.topic,
+      count: t.count,
+      first_seen_at: t.firstSeenAt.toISOString(),
+      last_seen_at: t.lastSeenAt.toISOString(),
+    })),
+  );
   // `listed`: the topic is already in the row's list; `held`: how many the list has (at most the
   // limit, so counting is an index range of a few entries). New topics fill the free places in
   // the order they were first seen; the messages of the others go to untracked_count.
@@ -108,7 +124,11 @@ export interface ArchiveInsert {
 export async function insertArchive(tx: TransactionSql, rows: ArchiveInsert[]): Promise<void> {
   if (rows.length === 0) return;
   const json = rows.map((r) => ({
-    connection_id: r.connectionId, topic: r.topic, payload: r.payload.toString('hex'), qos: r.qos, retained: r.retained,
+    connection_id: r.connectionId,
+    topic: r.topic,
+    payload: r.payload.toString('hex'),
+    qos: r.qos,
+    retained: r.retained,
     received_at: r.receivedAt.toISOString(),
   }));
   await tx`

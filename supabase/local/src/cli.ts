@@ -54,7 +54,12 @@ async function main(): Promise<void> {
     const password = values['generate-password'] ? randomBytes(18).toString('base64url') : await readPassword();
     const db = await connectToLocalDatabase(config, log);
     try {
-      const user = await addUser(db.sql, { email: values.email ?? '', password, role: (values.role ?? '') as 'admin', sites: values.site ?? [] });
+      const user = await addUser(db.sql, {
+        email: values.email ?? '',
+        password,
+        role: (values.role ?? '') as 'admin',
+        sites: values.site ?? [],
+      });
       log(`${user.created ? 'created' : 'updated'} ${values.role} ${values.email} (id ${user.id})`);
       if (values['generate-password']) log(`password (shown once): ${password}`);
     } finally {
@@ -93,15 +98,22 @@ async function readPassword(): Promise<string> {
   const fromEnv = process.env['BFG_USER_PASSWORD'];
   if (fromEnv) return fromEnv;
   if (process.stdin.isTTY) {
-    throw new LocalStackError('Give the password on standard input (e.g. `read -s P; echo "$P" | npm run user:add -- …`), in BFG_USER_PASSWORD, or use --generate-password.');
+    throw new LocalStackError(
+      'Give the password on standard input (e.g. `read -s P; echo "$P" | npm run user:add -- …`), in BFG_USER_PASSWORD, or use --generate-password.',
+    );
   }
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 /** The running local database (npm start), or one started for this command. */
-async function connectToLocalDatabase(config: LocalConfig, log: (m: string) => void): Promise<{ sql: Sql; close(): Promise<void> }> {
+async function connectToLocalDatabase(
+  config: LocalConfig,
+  log: (m: string) => void,
+): Promise<{ sql: Sql; close(): Promise<void> }> {
   const url = config.DATABASE_URL ?? (await embeddedDatabaseUrl(config));
   const sql = postgres(url, { max: 1, onnotice: () => undefined, connect_timeout: 3 });
   try {
@@ -113,7 +125,13 @@ async function connectToLocalDatabase(config: LocalConfig, log: (m: string) => v
   }
   const db = await openLocalDatabase(config, log);
   const local = postgres(db.url, { max: 1, onnotice: () => undefined });
-  return { sql: local, close: async () => { await local.end(); await db.stop(); } };
+  return {
+    sql: local,
+    close: async () => {
+      await local.end();
+      await db.stop();
+    },
+  };
 }
 
 /** First SIGINT/SIGTERM stops gracefully; a second one exits at once. */

@@ -14,7 +14,10 @@ const envSchema = z.object({
   /** Port of the embedded Postgres. 54322 is the Supabase CLI's local database port. */
   BFG_DB_PORT: port.default(54322),
   /** Name of the application database in the embedded cluster. */
-  BFG_DB_NAME: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lowercase letters, digits and _').default('bfg'),
+  BFG_DB_NAME: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lowercase letters, digits and _')
+    .default('bfg'),
   /** Port of the embedded demo MQTT broker (the seeded demo connection points at 1883). */
   BFG_MQTT_PORT: port.default(1883),
   /** Port of the local Supabase Realtime-protocol server (54321 is the Supabase CLI's API port). */
@@ -22,11 +25,17 @@ const envSchema = z.object({
   /** JWT secret for the realtime server with DATABASE_URL (embedded mode generates one in secrets.json). */
   BFG_JWT_SECRET: z.string().min(32).optional(),
   /** Run the device simulator against the demo broker. */
-  BFG_SIMULATE: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  BFG_SIMULATE: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true'),
   /** Port of the dashboard. */
   BFG_WEB_PORT: port.default(3000),
   /** Run the dashboard (needs `npm run build -w @bfg/web`; `npm start` builds it). */
-  BFG_WEB: z.enum(['true', 'false']).default('true').transform((value) => value === 'true'),
+  BFG_WEB: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true'),
   /** Address the local services listen on. Loopback unless you mean to expose them. */
   BFG_LISTEN_HOST: z.string().min(1).default('127.0.0.1'),
 });

@@ -55,7 +55,9 @@ async function migrateUrl(url: string, log: (message: string) => void): Promise<
 export async function createDatabaseIfMissing(adminUrl: string, name: string): Promise<boolean> {
   const sql = postgres(adminUrl, { max: 1, onnotice: () => undefined });
   try {
-    const [row] = await sql<{ exists: boolean }[]>`select exists (select 1 from pg_database where datname = ${name}) as exists`;
+    const [row] = await sql<
+      { exists: boolean }[]
+    >`select exists (select 1 from pg_database where datname = ${name}) as exists`;
     if (row?.exists) return false;
     await sql`create database ${sql(name)}`;
     return true;

@@ -86,9 +86,18 @@ function listen(server: net.Server, port: number, host: string): Promise<void> {
           ),
         );
       } else if (err.code === 'EACCES') {
-        reject(new LocalStackError(`Not allowed to listen on port ${port} on ${host} (ports below 1024 need privileges); choose another port (BFG_MQTT_PORT).`));
+        reject(
+          new LocalStackError(
+            `Not allowed to listen on port ${port} on ${host} (ports below 1024 need privileges); choose another port (BFG_MQTT_PORT).`,
+          ),
+        );
       } else {
-        reject(new LocalStackError(`The demo MQTT broker cannot listen on ${host}:${port}: ${err.message}. Check BFG_LISTEN_HOST and BFG_MQTT_PORT.`, { cause: err }));
+        reject(
+          new LocalStackError(
+            `The demo MQTT broker cannot listen on ${host}:${port}: ${err.message}. Check BFG_LISTEN_HOST and BFG_MQTT_PORT.`,
+            { cause: err },
+          ),
+        );
       }
     };
     server.once('error', onError);

@@ -47,7 +47,9 @@ const stopOnSignal = new Set<() => Promise<void>>();
 function stopAllThenExit(signal: NodeJS.Signals): void {
   // Someone else answers it (the CLI's relay to its own process group, a test runner): leave it to them.
   if (process.listenerCount(signal) > 1) return;
-  void Promise.allSettled([...stopOnSignal].map((stop) => stop())).then(() => process.exit(128 + constants.signals[signal]));
+  void Promise.allSettled([...stopOnSignal].map((stop) => stop())).then(() =>
+    process.exit(128 + constants.signals[signal]),
+  );
 }
 
 process.on('SIGINT', stopAllThenExit);
@@ -146,10 +148,19 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
  * initdb, with the superuser password in a file only the server's user can read (next to the
  * data directory, which that user can reach), removed straight after.
  */
-async function initialise(binaries: PostgresBinaries, dataDir: string, password: string, user: ServerUser | null, onLine: (line: string) => void) {
+async function initialise(
+  binaries: PostgresBinaries,
+  dataDir: string,
+  password: string,
+  user: ServerUser | null,
+  onLine: (line: string) => void,
+) {
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
   if (user) await fs.chown(dataDir, user.uid, user.gid);
-  const passwordFile = path.join(path.dirname(dataDir), `.${path.basename(dataDir)}.pwfile-${randomBytes(6).toString('hex')}`);
+  const passwordFile = path.join(
+    path.dirname(dataDir),
+    `.${path.basename(dataDir)}.pwfile-${randomBytes(6).toString('hex')}`,
+  );
   await fs.writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
   try {
     if (user) await fs.chown(passwordFile, user.uid, user.gid);
@@ -188,7 +199,10 @@ async function placeDataDir(asked: string, user: ServerUser | null): Promise<str
   if (link && (await fs.readdir(asked)).length > 0) throw unreachable(asked, user);
 
   // Named after the clone and the data directory (`repo-data-…`), for whoever lists the directory.
-  const name = [path.basename(path.dirname(parent)), path.basename(parent)].map((part) => part.replace(/[^A-Za-z0-9_-]+/g, '')).filter(Boolean).join('-');
+  const name = [path.basename(path.dirname(parent)), path.basename(parent)]
+    .map((part) => part.replace(/[^A-Za-z0-9_-]+/g, ''))
+    .filter(Boolean)
+    .join('-');
   const home = await fs.mkdtemp(path.join(await ensureClustersDir(), `${name || 'cluster'}-`));
   await fs.chmod(home, 0o755);
   // For whoever finds it there: whose cluster it is.
@@ -243,10 +257,14 @@ function explainStartFailure(dataDir: string, port: number, recent: string[], er
   const details = recent.length ? ['Last lines from Postgres:', ...recent.slice(-8).map((l) => `  ${l}`)] : [];
   const because = (message: string) => new LocalStackError(message, { cause: err, details });
   if (/could not bind|Address already in use/i.test(log)) {
-    return because(`Postgres could not listen on port ${port}: it is already in use. Stop whatever uses it or choose another port (BFG_DB_PORT).`);
+    return because(
+      `Postgres could not listen on port ${port}: it is already in use. Stop whatever uses it or choose another port (BFG_DB_PORT).`,
+    );
   }
   if (/lock file .* already exists|postmaster\.pid/i.test(log)) {
-    return because(`Another Postgres is already running on ${dataDir}. Stop it first (or remove a stale postmaster.pid).`);
+    return because(
+      `Another Postgres is already running on ${dataDir}. Stop it first (or remove a stale postmaster.pid).`,
+    );
   }
   if (/permission denied|Operation not permitted|EACCES/i.test(`${log}\n${coerceError(err).message}`)) {
     return because(
@@ -255,10 +273,14 @@ function explainStartFailure(dataDir: string, port: number, recent: string[], er
     );
   }
   if (/database files are incompatible|PG_VERSION/i.test(log)) {
-    return because(`The cluster in ${dataDir} was made by another Postgres version. Move it away to start a fresh one.`);
+    return because(
+      `The cluster in ${dataDir} was made by another Postgres version. Move it away to start a fresh one.`,
+    );
   }
   const seeAbove = details.length ? ' Its last lines are above.' : '';
-  return because(`Postgres failed to start from ${dataDir}: ${coerceError(err).message || 'it exited early'}.${seeAbove}`);
+  return because(
+    `Postgres failed to start from ${dataDir}: ${coerceError(err).message || 'it exited early'}.${seeAbove}`,
+  );
 }
 
 /** The server logs "ready" slightly before every path accepts logins; retry a first connection. */
@@ -271,7 +293,10 @@ async function waitUntilAccepting(url: string): Promise<void> {
       return;
     } catch (err) {
       if (Date.now() > deadline) {
-        throw new LocalStackError(`Postgres started but refuses connections: ${coerceError(err).message}. Check that nothing else answers on that port and that the cluster was made with the password in secrets.json.`, { cause: err });
+        throw new LocalStackError(
+          `Postgres started but refuses connections: ${coerceError(err).message}. Check that nothing else answers on that port and that the cluster was made with the password in secrets.json.`,
+          { cause: err },
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     } finally {

@@ -20,5 +20,7 @@ export async function ensureFirstAdmin(sql: Sql, log: (message: string) => void)
   const password = randomBytes(15).toString('base64url');
   await addUser(sql, { email: FIRST_ADMIN_EMAIL, password, role: 'admin', sites: [] });
   log(`created the first admin account — sign in as ${FIRST_ADMIN_EMAIL} with password ${password}`);
-  log('  (shown once; set a new one with `npm run user:add -- --email admin@bfg.local --role admin --generate-password`)');
+  log(
+    '  (shown once; set a new one with `npm run user:add -- --email admin@bfg.local --role admin --generate-password`)',
+  );
 }

@@ -6,7 +6,12 @@ export { migrate, listMigrations, type MigrateOptions, type MigrateResult } from
 export { schemaPaths, repoRoot, type SchemaPaths } from './paths.ts';
 export { getFreePort, isPortFree } from './port.ts';
 export { startDemoBroker, type DemoBroker, type DemoBrokerOptions } from './demo-broker.ts';
-export { startRealtimeServer, DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS, type RealtimeServer, type RealtimeServerOptions } from './realtime/server.ts';
+export {
+  startRealtimeServer,
+  DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS,
+  type RealtimeServer,
+  type RealtimeServerOptions,
+} from './realtime/server.ts';
 export type { SessionLimits as RealtimeLimits } from './realtime/socket-session.ts';
 export { hashPassword, verifyPassword } from './auth/passwords.ts';
 export { addUser, newUserSchema, type NewUser } from './auth/users.ts';
@@ -14,7 +19,13 @@ export { mintAccessToken, mintAnonKey, mintServiceRoleKey, type TokenSession, ty
 export { createAuthApi, AUTH_PREFIX, type AuthApiOptions, type HttpHandler } from './auth/api/auth-server.ts';
 export { AuthApiError } from './auth/api/api-error.ts';
 export {
-  createUser, updateUser, deleteUser, listUsers, adminUserParamsSchema, MIN_PASSWORD_LENGTH, type AdminUserParams,
+  createUser,
+  updateUser,
+  deleteUser,
+  listUsers,
+  adminUserParamsSchema,
+  MIN_PASSWORD_LENGTH,
+  type AdminUserParams,
 } from './auth/users.ts';
 export { refreshSession, startSession, endSessions, hashToken, type IssuedSession } from './auth/sessions.ts';
 export { startLocalStack, type LocalStack } from './stack.ts';

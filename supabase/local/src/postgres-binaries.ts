@@ -24,7 +24,10 @@ const prepared = new Map<string, Promise<PostgresBinaries>>();
  * to `systemPaths.binaryCacheDir/<platform>-<arch>-<version>` (root-owned, mode 755) and run from
  * there.
  */
-export function preparePostgresBinaries(user: ServerUser | null, cacheDir: string = systemPaths.binaryCacheDir): Promise<PostgresBinaries> {
+export function preparePostgresBinaries(
+  user: ServerUser | null,
+  cacheDir: string = systemPaths.binaryCacheDir,
+): Promise<PostgresBinaries> {
   const key = user ? cacheDir : '';
   let binaries = prepared.get(key);
   if (!binaries) {
@@ -71,7 +74,9 @@ async function locatePackage(): Promise<{ nativeDir: string; version: string }> 
   }
   // The package's entry is dist/index.js; the binaries are in native/ next to dist/.
   const packageDir = path.resolve(path.dirname(entry), '..');
-  const { version } = JSON.parse(await fs.readFile(path.join(packageDir, 'package.json'), 'utf8')) as { version: string };
+  const { version } = JSON.parse(await fs.readFile(path.join(packageDir, 'package.json'), 'utf8')) as {
+    version: string;
+  };
   return { nativeDir: path.join(packageDir, 'native'), version };
 }
 
@@ -81,7 +86,10 @@ function inTree(root: string): PostgresBinaries {
 
 /** A copy is renamed into place only once whole, so its presence means it is complete. */
 async function isComplete(dir: string): Promise<boolean> {
-  return fs.access(path.join(dir, 'bin', 'postgres')).then(() => true, () => false);
+  return fs.access(path.join(dir, 'bin', 'postgres')).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**
@@ -126,7 +134,10 @@ async function copyDir(source: string, target: string): Promise<void> {
 export async function mkdirReachable(dir: string): Promise<void> {
   const missing: string[] = [];
   for (let at = path.resolve(dir); ; at = path.dirname(at)) {
-    const exists = await fs.stat(at).then(() => true, () => false);
+    const exists = await fs.stat(at).then(
+      () => true,
+      () => false,
+    );
     if (exists || path.dirname(at) === at) break;
     missing.unshift(at);
   }

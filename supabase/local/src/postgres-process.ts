@@ -36,14 +36,18 @@ export async function runInitdb(
   binaries: PostgresBinaries,
   options: SpawnOptions & { dataDir: string; passwordFile: string; flags: string[] },
 ): Promise<void> {
-  const child = start(binaries.initdb, [
-    `--pgdata=${options.dataDir}`,
-    '--auth=scram-sha-256',
-    '--username=postgres',
-    `--pwfile=${options.passwordFile}`,
-    '--lc-messages=C',
-    ...options.flags,
-  ], options);
+  const child = start(
+    binaries.initdb,
+    [
+      `--pgdata=${options.dataDir}`,
+      '--auth=scram-sha-256',
+      '--username=postgres',
+      `--pwfile=${options.passwordFile}`,
+      '--lc-messages=C',
+      ...options.flags,
+    ],
+    options,
+  );
   const { code, signal } = await exited(child, 'initdb');
   if (code !== 0) throw new Error(`initdb failed (${signal ?? `exit code ${code}`})`);
 }

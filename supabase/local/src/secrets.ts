@@ -27,14 +27,18 @@ export async function loadOrCreateSecrets(dataDir: string): Promise<LocalSecrets
       throw new LocalStackError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
     }
   }
-  const generated: LocalSecrets = { postgresPassword: randomBytes(24).toString('base64url'), jwtSecret: randomBytes(32).toString('base64url') };
+  const generated: LocalSecrets = {
+    postgresPassword: randomBytes(24).toString('base64url'),
+    jwtSecret: randomBytes(32).toString('base64url'),
+  };
   if (text !== undefined) {
     // Secrets added by later versions are generated once and kept alongside the existing ones.
     const parsed = secretsSchema.safeParse({ ...generated, ...(JSON.parse(text) as object) });
     if (!parsed.success) {
       throw new LocalStackError(`${file} is not a valid secrets file; remove it to generate new secrets.`);
     }
-    if (JSON.stringify(parsed.data) !== text.trim()) await fs.writeFile(file, JSON.stringify(parsed.data, null, 2) + '\n', { mode: 0o600 });
+    if (JSON.stringify(parsed.data) !== text.trim())
+      await fs.writeFile(file, JSON.stringify(parsed.data, null, 2) + '\n', { mode: 0o600 });
     return parsed.data;
   }
   const secrets = generated;

@@ -26,7 +26,17 @@ export async function serverUser(): Promise<ServerUser | null> {
       // 9: the group exists already (a user was removed but not its group).
       if (err.code !== 9) throw err;
     });
-    await run('useradd', ['--system', '--gid', NAME, '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', NAME]);
+    await run('useradd', [
+      '--system',
+      '--gid',
+      NAME,
+      '--no-create-home',
+      '--home-dir',
+      '/nonexistent',
+      '--shell',
+      '/usr/sbin/nologin',
+      NAME,
+    ]);
   } catch (err) {
     throw new LocalStackError(
       `Postgres cannot run as root and creating the "${NAME}" system user failed (${coerceError(err).message.split('\n')[0]}). ` +
@@ -35,7 +45,8 @@ export async function serverUser(): Promise<ServerUser | null> {
     );
   }
   const created = await lookUp();
-  if (!created) throw new LocalStackError(`The "${NAME}" system user was created but cannot be looked up (id -u ${NAME}).`);
+  if (!created)
+    throw new LocalStackError(`The "${NAME}" system user was created but cannot be looked up (id -u ${NAME}).`);
   return created;
 }
 
@@ -55,7 +66,11 @@ async function lookUp(): Promise<ServerUser | null> {
  */
 export function canReach(dir: string, user: ServerUser): Promise<boolean> {
   return new Promise((resolve) => {
-    const child = spawn('/bin/sh', ['-c', 'test -d "$1" && test -x "$1"', 'sh', dir], { uid: user.uid, gid: user.gid, stdio: 'ignore' });
+    const child = spawn('/bin/sh', ['-c', 'test -d "$1" && test -x "$1"', 'sh', dir], {
+      uid: user.uid,
+      gid: user.gid,
+      stdio: 'ignore',
+    });
     child.once('error', () => resolve(false));
     child.once('exit', (code) => resolve(code === 0));
   });

@@ -33,27 +33,47 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`while stopping: ${String(err)}`));
   };
   try {
-    const db: LocalDatabase = await starting('the database', 'Check BFG_DATA_DIR and BFG_DB_PORT, or DATABASE_URL', () => openLocalDatabase(config, log));
+    const db: LocalDatabase = await starting(
+      'the database',
+      'Check BFG_DATA_DIR and BFG_DB_PORT, or DATABASE_URL',
+      () => openLocalDatabase(config, log),
+    );
     stops.push(() => db.stop());
     const { applied, seeded } = db.migration;
-    log(applied.length ? `schema up to date (${applied.length} new migration(s))` : 'schema up to date (no new migrations)');
+    log(
+      applied.length
+        ? `schema up to date (${applied.length} new migration(s))`
+        : 'schema up to date (no new migrations)',
+    );
     if (seeded) log('demo data seeded');
-    log(db.embedded ? `Postgres listening on ${redact(db.url)} (psql "$(npm run -s db:url)")` : `using DATABASE_URL ${redact(db.url)}`);
+    log(
+      db.embedded
+        ? `Postgres listening on ${redact(db.url)} (psql "$(npm run -s db:url)")`
+        : `using DATABASE_URL ${redact(db.url)}`,
+    );
 
     const jwtSecret = config.BFG_JWT_SECRET ?? (await loadOrCreateSecrets(config.BFG_DATA_DIR)).jwtSecret;
     // The stack's own pool: the realtime server's authorization checks and the start-up writes.
     const sql = postgres(db.url, { max: 4, onnotice: () => undefined });
     stops.push(() => sql.end({ timeout: 5 }));
-    const realtime = await starting('the realtime server', 'Check BFG_REALTIME_PORT and BFG_LISTEN_HOST', () => startRealtimeServer({
-      port: config.BFG_REALTIME_PORT, host: config.BFG_LISTEN_HOST, jwtSecret, sql, databaseUrl: db.url, log,
-      // The Auth API (GoTrue subset) on the same port, so one Supabase URL serves auth and realtime.
-      httpHandler: createAuthApi({ sql, jwtSecret, log }),
-    }));
+    const realtime = await starting('the realtime server', 'Check BFG_REALTIME_PORT and BFG_LISTEN_HOST', () =>
+      startRealtimeServer({
+        port: config.BFG_REALTIME_PORT,
+        host: config.BFG_LISTEN_HOST,
+        jwtSecret,
+        sql,
+        databaseUrl: db.url,
+        log,
+        // The Auth API (GoTrue subset) on the same port, so one Supabase URL serves auth and realtime.
+        httpHandler: createAuthApi({ sql, jwtSecret, log }),
+      }),
+    );
     stops.push(() => realtime.close());
     log(`realtime server (Supabase Realtime protocol) on ${realtime.url.replace('http', 'ws')}/realtime/v1/websocket`);
 
     const broker = await starting('the demo MQTT broker', 'Check BFG_MQTT_PORT and BFG_LISTEN_HOST', () =>
-      startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST }));
+      startDemoBroker({ port: config.BFG_MQTT_PORT, host: config.BFG_LISTEN_HOST }),
+    );
     stops.push(() => broker.close());
     log(`demo MQTT broker listening on ${broker.url}`);
     await pointDemoConnectionAt(sql, broker.port, log);
@@ -72,7 +92,18 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     if (config.BFG_SIMULATE) {
       const controller = new AbortController();
       const simulation = runSimulation(
-        { url: broker.url, sites: ['demo'], gateways: 3, dataloggers: 2, sensors: 4, intervalS: 5, badFraction: 0.02, qos: 1, count: 0, mixForms: true },
+        {
+          url: broker.url,
+          sites: ['demo'],
+          gateways: 3,
+          dataloggers: 2,
+          sensors: 4,
+          intervalS: 5,
+          badFraction: 0.02,
+          qos: 1,
+          count: 0,
+          mixForms: true,
+        },
         controller.signal,
         (line) => log(`simulator: ${line}`),
       );
@@ -85,7 +116,15 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     let webUrl: string | null = null;
     if (config.BFG_WEB) {
       const web = await starting('the dashboard', 'Check BFG_WEB_PORT, or run without it (BFG_WEB=false)', () =>
-        startWebServer({ port: config.BFG_WEB_PORT, host: config.BFG_LISTEN_HOST, databaseUrl: db.url, jwtSecret, realtimeUrl: realtime.url, log }));
+        startWebServer({
+          port: config.BFG_WEB_PORT,
+          host: config.BFG_LISTEN_HOST,
+          databaseUrl: db.url,
+          jwtSecret,
+          realtimeUrl: realtime.url,
+          log,
+        }),
+      );
       stops.push(() => web.stop());
       webUrl = web.url;
       log(`dashboard on ${web.url}`);
@@ -108,7 +147,10 @@ async function starting<T>(service: string, hint: string, start: () => Promise<T
     return await start();
   } catch (err) {
     if (err instanceof LocalStackError) throw err;
-    throw new LocalStackError(`${service[0]!.toUpperCase()}${service.slice(1)} did not start: ${coerceError(err).message}. ${hint}.`, { cause: err });
+    throw new LocalStackError(
+      `${service[0]!.toUpperCase()}${service.slice(1)} did not start: ${coerceError(err).message}. ${hint}.`,
+      { cause: err },
+    );
   }
 }
 

@@ -38,7 +38,9 @@ export interface WebServer {
  */
 export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
   if (!existsSync(webBuildEntry)) {
-    throw new LocalStackError('The dashboard is not built. Run `npm run build -w @bfg/web` (`npm start` does this first).');
+    throw new LocalStackError(
+      'The dashboard is not built. Run `npm run build -w @bfg/web` (`npm start` does this first).',
+    );
   }
   // The child would only say so in a stack trace among its output.
   if (!(await isPortFree(options.port, options.host))) {
@@ -80,7 +82,10 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
   } catch (err) {
     await stopChild(child, exited);
     // Its output went to options.log line by line; the error only says what failed.
-    throw new LocalStackError(`The dashboard did not start: ${(err as Error).message}. See its output above (lines "web: …").`, { cause: err });
+    throw new LocalStackError(
+      `The dashboard did not start: ${(err as Error).message}. See its output above (lines "web: …").`,
+      { cause: err },
+    );
   }
   return { url, stop: () => stopChild(child, exited) };
 }
@@ -91,7 +96,10 @@ async function waitUntilServing(url: string, exited: Promise<number | null>, tim
   void exited.then((code) => (exitCode = code));
   while (Date.now() < deadline) {
     if (exitCode !== undefined) throw new Error(`it exited with code ${exitCode}`);
-    const ok = await fetch(`${url}/login`, { redirect: 'manual', signal: AbortSignal.timeout(2000) }).then((r) => r.status < 500, () => false);
+    const ok = await fetch(`${url}/login`, { redirect: 'manual', signal: AbortSignal.timeout(2000) }).then(
+      (r) => r.status < 500,
+      () => false,
+    );
     if (ok) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -12,11 +12,22 @@ export const artifactsDir = path.resolve(import.meta.dirname, '../../../test-res
 export function launchBrowser(): Promise<Browser> {
   return chromium.launch({
     executablePath: process.env['BFG_CHROMIUM'] ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
 }
 
-export async function newContext(browser: Browser, baseURL: string, options: { javaScriptEnabled?: boolean } = {}): Promise<BrowserContext> {
+export async function newContext(
+  browser: Browser,
+  baseURL: string,
+  options: { javaScriptEnabled?: boolean } = {},
+): Promise<BrowserContext> {
   const context = await browser.newContext({ baseURL, viewport: { width: 1280, height: 900 }, ...options });
   await context.tracing.start({ screenshots: true, snapshots: true });
   return context;
@@ -93,15 +104,23 @@ export function stillSameDocument(page: Page): Promise<boolean> {
  */
 export async function recordTexts(page: Page, selector: string): Promise<() => Promise<string[]>> {
   const key = `__bfgTexts${Math.random().toString(36).slice(2)}`;
-  await page.evaluate(({ selector, key }) => {
-    const seen: string[] = [];
-    (window as unknown as Record<string, string[]>)[key] = seen;
-    const note = () => {
-      const text = document.querySelector(selector)?.textContent?.trim() ?? '';
-      if (seen.at(-1) !== text) seen.push(text);
-    };
-    note();
-    new MutationObserver(note).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
-  }, { selector, key });
+  await page.evaluate(
+    ({ selector, key }) => {
+      const seen: string[] = [];
+      (window as unknown as Record<string, string[]>)[key] = seen;
+      const note = () => {
+        const text = document.querySelector(selector)?.textContent?.trim() ?? '';
+        if (seen.at(-1) !== text) seen.push(text);
+      };
+      note();
+      new MutationObserver(note).observe(document.body, {
+        subtree: true,
+        childList: true,
+        characterData: true,
+        attributes: true,
+      });
+    },
+    { selector, key },
+  );
   return () => page.evaluate((key) => [...(window as unknown as Record<string, string[]>)[key]!], key);
 }

@@ -15,13 +15,19 @@ export interface ConnectionLabel {
 export function connectionLabel(c: { is_active: boolean; status: ConnectionStatus }): ConnectionLabel {
   if (c.is_active) {
     switch (c.status) {
-      case 'connected': return { text: 'Connected', tone: 'ok' };
-      case 'error': return { text: 'Error', tone: 'bad' };
-      case 'reconnecting': return { text: 'Reconnecting…', tone: 'warn' };
-      case 'connecting': return { text: 'Connecting…', tone: 'pending' };
-      default: return { text: 'Starting…', tone: 'pending' };
+      case 'connected':
+        return { text: 'Connected', tone: 'ok' };
+      case 'error':
+        return { text: 'Error', tone: 'bad' };
+      case 'reconnecting':
+        return { text: 'Reconnecting…', tone: 'warn' };
+      case 'connecting':
+        return { text: 'Connecting…', tone: 'pending' };
+      default:
+        return { text: 'Starting…', tone: 'pending' };
     }
   }
-  if (c.status === 'connected' || c.status === 'connecting' || c.status === 'reconnecting') return { text: 'Stopping…', tone: 'pending' };
+  if (c.status === 'connected' || c.status === 'connecting' || c.status === 'reconnecting')
+    return { text: 'Stopping…', tone: 'pending' };
   return { text: 'Stopped', tone: 'idle' };
 }

@@ -61,7 +61,12 @@ interface TokenRow {
  * concurrent refreshes of one session run one after the other (GoTrue retries for up to 5 s
  * instead of waiting on the lock; the outcome is the same).
  */
-export async function refreshSession(tx: Tx, refreshToken: string, reuseIntervalS: number, client: ClientInfo): Promise<IssuedSession | AuthApiError> {
+export async function refreshSession(
+  tx: Tx,
+  refreshToken: string,
+  reuseIntervalS: number,
+  client: ClientInfo,
+): Promise<IssuedSession | AuthApiError> {
   const [token] = await tx<TokenRow[]>`
     select id::text, token, user_id, revoked, updated_at, session_id from auth.refresh_tokens where token = ${hashToken(refreshToken)} for update`;
   const user = token && (await findUserById(tx, token.user_id));
@@ -72,7 +77,8 @@ export async function refreshSession(tx: Tx, refreshToken: string, reuseInterval
         select id::text, created_at, not_after from auth.sessions where id = ${token.session_id} for update`
     : [];
   if (!session) throw badRequest('session_not_found', 'Invalid Refresh Token: No Valid Session Found');
-  if (session.not_after && session.not_after.getTime() <= Date.now()) throw badRequest('session_expired', 'Invalid Refresh Token: Session Expired');
+  if (session.not_after && session.not_after.getTime() <= Date.now())
+    throw badRequest('session_expired', 'Invalid Refresh Token: Session Expired');
 
   // The token to swap for a new one: the one presented, unless it is the parent of the active one.
   let swap: { id: string; token: string } = token;

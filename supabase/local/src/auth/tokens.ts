@@ -20,7 +20,12 @@ export interface TokenSession {
  * sub, email, app_metadata, user_metadata, aal, amr, session_id), signed HS256 with the project's
  * JWT secret, so RLS (auth.jwt()/auth.uid()) and Realtime treat local users as Supabase users.
  */
-export function mintAccessToken(user: TokenUser, jwtSecret: string, ttlSeconds = 3600, session?: TokenSession): Promise<string> {
+export function mintAccessToken(
+  user: TokenUser,
+  jwtSecret: string,
+  ttlSeconds = 3600,
+  session?: TokenSession,
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   const signedInAt = session ? Math.floor(session.signedInAt.getTime() / 1000) : now;
   return new SignJWT({

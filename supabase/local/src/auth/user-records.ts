@@ -29,7 +29,9 @@ export async function findUserById(tx: Tx, id: string): Promise<UserRow | undefi
 }
 
 export async function findUserByEmail(tx: Tx, email: string): Promise<UserRow | undefined> {
-  const [row] = await tx.unsafe<(UserRow & Row)[]>(`select ${USER_COLUMNS} from auth.users where email = $1`, [email.toLowerCase()]);
+  const [row] = await tx.unsafe<(UserRow & Row)[]>(`select ${USER_COLUMNS} from auth.users where email = $1`, [
+    email.toLowerCase(),
+  ]);
   return row;
 }
 

@@ -33,13 +33,16 @@ export type AdminUserParams = z.infer<typeof adminUserParamsSchema>;
 
 function validateEmail(email: string): string {
   if (email.length > 255) throw badRequest('validation_failed', 'An email address is too long');
-  if (!z.email().safeParse(email).success) throw badRequest('validation_failed', 'Unable to validate email address: invalid format');
+  if (!z.email().safeParse(email).success)
+    throw badRequest('validation_failed', 'Unable to validate email address: invalid format');
   return email.toLowerCase();
 }
 
 function checkPasswordStrength(password: string): void {
   if ([...password].length < MIN_PASSWORD_LENGTH) {
-    throw new AuthApiError(422, 'weak_password', `Password should be at least ${MIN_PASSWORD_LENGTH} characters.`, { weak_password: { reasons: ['length'] } });
+    throw new AuthApiError(422, 'weak_password', `Password should be at least ${MIN_PASSWORD_LENGTH} characters.`, {
+      weak_password: { reasons: ['length'] },
+    });
   }
 }
 
@@ -48,7 +51,8 @@ function bannedUntil(banDuration: string | undefined): Date | null | undefined {
   if (banDuration === undefined || banDuration === '') return undefined;
   if (banDuration === 'none') return null;
   const ms = parseGoDuration(banDuration);
-  if (ms === null) throw badRequest('validation_failed', `invalid format for ban duration: time: invalid duration "${banDuration}"`);
+  if (ms === null)
+    throw badRequest('validation_failed', `invalid format for ban duration: time: invalid duration "${banDuration}"`);
   return ms === 0 ? null : new Date(Date.now() + ms);
 }
 
@@ -75,7 +79,8 @@ export async function createUser(tx: Tx, params: AdminUserParams): Promise<UserR
   checkPasswordStrength(password);
   let id: string | undefined;
   if (params.id !== undefined && params.id !== '') {
-    if (!z.uuid().safeParse(params.id).success) throw badRequest('validation_failed', 'ID must conform to the uuid v4 format');
+    if (!z.uuid().safeParse(params.id).success)
+      throw badRequest('validation_failed', 'ID must conform to the uuid v4 format');
     if (/^0{8}-0{4}-0{4}-0{4}-0{12}$/.test(params.id)) throw badRequest('validation_failed', 'ID cannot be a nil uuid');
     id = params.id;
   }
@@ -87,8 +92,17 @@ export async function createUser(tx: Tx, params: AdminUserParams): Promise<UserR
     `insert into auth.users (id, aud, role, email, encrypted_password, raw_app_meta_data, raw_user_meta_data, email_confirmed_at, banned_until)
      values (coalesce($1::uuid, gen_random_uuid()), $2, $3, $4, $5, $6::jsonb, $7::jsonb, case when $8 then now() end, $9)
      returning id::text as id`,
-    [id ?? null, params.aud || 'authenticated', params.role || 'authenticated', email, encrypted,
-      appMetadata as never, userMetadata as never, params.email_confirm ?? false, banned],
+    [
+      id ?? null,
+      params.aud || 'authenticated',
+      params.role || 'authenticated',
+      email,
+      encrypted,
+      appMetadata as never,
+      userMetadata as never,
+      params.email_confirm ?? false,
+      banned,
+    ],
   );
   return (await findUserById(tx, row!.id))!;
 }
@@ -100,7 +114,8 @@ export async function createUser(tx: Tx, params: AdminUserParams): Promise<UserR
 export async function updateUser(tx: Tx, id: string, params: AdminUserParams): Promise<UserRow> {
   const user = await loadUser(tx, id);
   const email = params.email ? validateEmail(params.email) : undefined;
-  if (email && email !== user.email && (await findUserByEmail(tx, email))) throw unprocessable('email_exists', DUPLICATE_EMAIL);
+  if (email && email !== user.email && (await findUserByEmail(tx, email)))
+    throw unprocessable('email_exists', DUPLICATE_EMAIL);
   const banned = bannedUntil(params.ban_duration);
   if (params.password !== undefined && params.password !== null) checkPasswordStrength(params.password);
   const encrypted = params.password ? await hashPassword(params.password) : undefined;
@@ -113,10 +128,17 @@ export async function updateUser(tx: Tx, id: string, params: AdminUserParams): P
        banned_until = case when $8 then $9 else banned_until end,
        updated_at = now()
      where id = $1`,
-    [id, params.role || null, email ?? null, params.email_confirm ?? false, encrypted ?? null,
+    [
+      id,
+      params.role || null,
+      email ?? null,
+      params.email_confirm ?? false,
+      encrypted ?? null,
       (params.app_metadata ? mergeMetadata(user.app_metadata, params.app_metadata) : user.app_metadata) as never,
       (params.user_metadata ? mergeMetadata(user.user_metadata, params.user_metadata) : user.user_metadata) as never,
-      banned !== undefined, banned ?? null],
+      banned !== undefined,
+      banned ?? null,
+    ],
   );
   if (encrypted) await endSessions(tx, { userId: id });
   return (await findUserById(tx, id))!;
@@ -131,7 +153,9 @@ export async function deleteUser(tx: Tx, id: string): Promise<void> {
 /** GET /admin/users: newest first, GoTrue's page/per_page (default 50) and the total for its headers. */
 export async function listUsers(tx: Tx, page: number, perPage: number): Promise<{ users: UserRow[]; total: number }> {
   const users = await tx.unsafe<UserRow[]>(
-    `select ${USER_COLUMNS} from auth.users order by created_at desc, id limit $1 offset $2`, [perPage, (page - 1) * perPage]);
+    `select ${USER_COLUMNS} from auth.users order by created_at desc, id limit $1 offset $2`,
+    [perPage, (page - 1) * perPage],
+  );
   const [count] = await tx<{ n: number }[]>`select count(*)::int as n from auth.users`;
   return { users: [...users], total: count!.n };
 }
@@ -162,7 +186,9 @@ export type NewUser = z.input<typeof newUserSchema>;
 export async function addUser(sql: Sql, input: NewUser): Promise<{ id: string; created: boolean }> {
   const parsed = newUserSchema.safeParse(input);
   if (!parsed.success) {
-    throw new LocalStackError(`Invalid user:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+    throw new LocalStackError(
+      `Invalid user:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`,
+    );
   }
   const user = parsed.data;
   const params: AdminUserParams = {
@@ -173,9 +199,12 @@ export async function addUser(sql: Sql, input: NewUser): Promise<{ id: string; c
   };
   try {
     return await sql.begin(async (tx) => {
-      const sites = await tx<{ id: string; slug: string }[]>`select id::text as id, slug from site where slug = any(${user.sites})`;
+      const sites = await tx<
+        { id: string; slug: string }[]
+      >`select id::text as id, slug from site where slug = any(${user.sites})`;
       const missing = user.sites.filter((slug) => !sites.some((s) => s.slug === slug));
-      if (missing.length > 0) throw new LocalStackError(`No site with slug ${missing.map((m) => `"${m}"`).join(', ')}.`);
+      if (missing.length > 0)
+        throw new LocalStackError(`No site with slug ${missing.map((m) => `"${m}"`).join(', ')}.`);
       const existing = await findUserByEmail(tx, user.email);
       const row = existing ? await updateUser(tx, existing.id, params) : await createUser(tx, params);
       await tx`delete from site_member where user_id = ${row.id}`;

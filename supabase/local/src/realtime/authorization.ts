@@ -13,7 +13,12 @@ export function isPolicyError(err: unknown): boolean {
 }
 
 /** Runs `fn` as the claims' role with their JWT claims and `realtime.topic` set; always rolled back. */
-async function asTopicUser<T>(sql: Sql, claims: Claims, subTopic: string, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
+async function asTopicUser<T>(
+  sql: Sql,
+  claims: Claims,
+  subTopic: string,
+  fn: (tx: TransactionSql) => Promise<T>,
+): Promise<T> {
   let result: T | undefined;
   try {
     await sql.begin(async (tx) => {

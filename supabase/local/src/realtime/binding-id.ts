@@ -5,7 +5,11 @@
  * params' canonical JSON stands in for Erlang's term hash.
  */
 export function bindingId(params: Record<string, unknown>): number {
-  const text = JSON.stringify(Object.keys(params).sort().map((key) => [key, params[key]]));
+  const text = JSON.stringify(
+    Object.keys(params)
+      .sort()
+      .map((key) => [key, params[key]]),
+  );
   let hash = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     hash ^= text.charCodeAt(i);

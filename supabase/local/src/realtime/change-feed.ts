@@ -55,7 +55,12 @@ export interface ChangeFeed {
  * Owns the reconnects: when the stream fails (Postgres restarted), a new session is made with
  * backoff until Postgres accepts it; as on Supabase, changes made meanwhile are not replayed.
  */
-export async function startChangeFeed(url: string, publications: string[], types: Map<number, TypeInfo>, sink: ChangeSink): Promise<ChangeFeed> {
+export async function startChangeFeed(
+  url: string,
+  publications: string[],
+  types: Map<number, TypeInfo>,
+  sink: ChangeSink,
+): Promise<ChangeFeed> {
   const catalog = postgres(url, { max: 1, onnotice: () => undefined, connect_timeout: 5, idle_timeout: 30 });
   const loadTypes = async () => {
     const rows = await catalog<{ oid: number; typname: string; typcategory: string; typelem: number }[]>`
@@ -107,11 +112,15 @@ export async function startChangeFeed(url: string, publications: string[], types
         // Types created after start (a new enum, its array type) are looked up before use.
         const unknown = relation.columns.some((c) => !types.has(c.typeOid));
         const ready = unknown ? loadTypes() : Promise.resolve();
-        const primaryKey = ready.then(() => catalog<{ name: string }[]>`
+        const primaryKey = ready
+          .then(
+            () => catalog<{ name: string }[]>`
           select a.attname as name from pg_index i
           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
           where i.indrelid = ${relation.oid} and i.indisprimary
-          order by array_position(i.indkey::int2[], a.attnum)`).then((rows) => rows.map((r) => r.name));
+          order by array_position(i.indkey::int2[], a.attnum)`,
+          )
+          .then((rows) => rows.map((r) => r.name));
         primaryKey.catch(() => undefined);
         relations.set(relation.oid, { ...relation, primaryKey });
         return;

@@ -63,7 +63,12 @@ export class ChannelRegistry extends EventEmitter<RegistryEvents> {
   async subscribe(channel: JoinedChannel): Promise<string | null> {
     const generation = ++channel.subscribeGeneration;
     const params = channel.bindings.map(({ id: _id, ...rest }) => rest as Record<string, unknown>);
-    const result = await this.subscriptions.subscribe(channel, channel.claims.role, params, channel.bindings.map((b) => b.id));
+    const result = await this.subscriptions.subscribe(
+      channel,
+      channel.claims.role,
+      params,
+      channel.bindings.map((b) => b.id),
+    );
     if (generation !== channel.subscribeGeneration) {
       if (result.ok) this.subscriptions.unsubscribe(result.subscriptions);
       return result.ok ? null : result.message;

@@ -167,7 +167,13 @@ export class ChangeDispatcher {
     // Which columns each role may select, and which rows each set of claims can see.
     const columnsOf = new Map<string, Set<string>>();
     const visible = new Map<string, Map<Planned, boolean>>();
-    const checks = new Map<string, { claims: Claims; tables: Map<number, { table: CheckedTable; keys: string[][]; plans: Planned[]; listed: Set<Planned> }> }>();
+    const checks = new Map<
+      string,
+      {
+        claims: Claims;
+        tables: Map<number, { table: CheckedTable; keys: string[][]; plans: Planned[]; listed: Set<Planned> }>;
+      }
+    >();
     for (const plan of plans) {
       if (!isPlanned(plan)) continue;
       let lastRole: string | undefined;
@@ -176,7 +182,8 @@ export class ChangeDispatcher {
         if (role !== lastRole) {
           lastRole = role;
           const columnsKey: string = `${role}\u0000${plan.change.relation.oid}`;
-          if (!columnsOf.has(columnsKey)) columnsOf.set(columnsKey, await this.deps.rowAccess.selectableColumns(role, plan.change.relation.oid));
+          if (!columnsOf.has(columnsKey))
+            columnsOf.set(columnsKey, await this.deps.rowAccess.selectableColumns(role, plan.change.relation.oid));
           const columns = columnsOf.get(columnsKey)!;
           keySelectable = plan.primaryKey.every((k) => columns.has(k));
         }
@@ -186,9 +193,15 @@ export class ChangeDispatcher {
         const relation: Change['relation'] = plan.change.relation;
         let table = check.tables.get(relation.oid);
         if (!table) {
-          check.tables.set(relation.oid, (table = {
-            table: { oid: relation.oid, schema: relation.schema, table: relation.table, primaryKey: plan.primaryKey }, keys: [], plans: [], listed: new Set(),
-          }));
+          check.tables.set(
+            relation.oid,
+            (table = {
+              table: { oid: relation.oid, schema: relation.schema, table: relation.table, primaryKey: plan.primaryKey },
+              keys: [],
+              plans: [],
+              listed: new Set(),
+            }),
+          );
         }
         // Subscribers sharing claims share the lookup: each change is listed once per claims.
         if (!table.listed.has(plan)) {
@@ -198,22 +211,24 @@ export class ChangeDispatcher {
         }
       }
     }
-    await Promise.all([...checks].map(async ([claimsKey, { claims, tables }]) => {
-      const list = [...tables.values()];
-      let seen: Set<number>[];
-      try {
-        seen = await this.visibleWithRecheck(claims, list);
-      } catch (err) {
-        // A policy that raises for these claims hides the rows from them alone (as Realtime's
-        // RlsPolicyError); losing the database fails the round (see drainQueue).
-        if (!isPolicyError(err)) throw err;
-        this.deps.log(`realtime: RLS lookup failed for role ${claims.role}: ${String(err)}`);
-        seen = list.map(() => new Set());
-      }
-      const byPlan = new Map<Planned, boolean>();
-      list.forEach((t, i) => t.plans.forEach((p, j) => byPlan.set(p, seen[i]!.has(j))));
-      visible.set(claimsKey, byPlan);
-    }));
+    await Promise.all(
+      [...checks].map(async ([claimsKey, { claims, tables }]) => {
+        const list = [...tables.values()];
+        let seen: Set<number>[];
+        try {
+          seen = await this.visibleWithRecheck(claims, list);
+        } catch (err) {
+          // A policy that raises for these claims hides the rows from them alone (as Realtime's
+          // RlsPolicyError); losing the database fails the round (see drainQueue).
+          if (!isPolicyError(err)) throw err;
+          this.deps.log(`realtime: RLS lookup failed for role ${claims.role}: ${String(err)}`);
+          seen = list.map(() => new Set());
+        }
+        const byPlan = new Map<Planned, boolean>();
+        list.forEach((t, i) => t.plans.forEach((p, j) => byPlan.set(p, seen[i]!.has(j))));
+        visible.set(claimsKey, byPlan);
+      }),
+    );
 
     let slice = Date.now();
     for (const plan of plans) {
@@ -228,13 +243,21 @@ export class ChangeDispatcher {
       }
       // Subscribers of one role with the same matching ids share one payload object, so the
       // sessions encode it once per topic and protocol version (see serializer.encodeShared).
-      const byRole = new Map<string, { columns: Set<string>; keyVisible: boolean; data: Row | undefined; payloads: Map<string, Row> }>();
+      const byRole = new Map<
+        string,
+        { columns: Set<string>; keyVisible: boolean; data: Row | undefined; payloads: Map<string, Row> }
+      >();
       for (const [subscriber, { ids, role, claimsKey }] of plan.matches) {
         if (!subscriber.open) continue;
         let shape = byRole.get(role);
         if (!shape) {
           const columns = columnsOf.get(`${role}\u0000${plan.change.relation.oid}`)!;
-          shape = { columns, keyVisible: plan.primaryKey.length > 0 && plan.primaryKey.every((k) => columns.has(k)), data: undefined, payloads: new Map() };
+          shape = {
+            columns,
+            keyVisible: plan.primaryKey.length > 0 && plan.primaryKey.every((k) => columns.has(k)),
+            data: undefined,
+            payloads: new Map(),
+          };
           byRole.set(role, shape);
         }
         if (plan.rls && shape.keyVisible && !visible.get(claimsKey)?.get(plan)) continue;
@@ -254,12 +277,18 @@ export class ChangeDispatcher {
    * proc array) was not yet found by the first lookup and was by the second, 30 ms on. A second
    * query per claims per round, only when something was not visible, is cheaper than a lost change.
    */
-  private async visibleWithRecheck(claims: Claims, tables: { table: CheckedTable; keys: string[][] }[]): Promise<Set<number>[]> {
+  private async visibleWithRecheck(
+    claims: Claims,
+    tables: { table: CheckedTable; keys: string[][] }[],
+  ): Promise<Set<number>[]> {
     const seen = await this.deps.rowAccess.visibleRows(claims, tables);
     const missing = tables.map((t, i) => t.keys.flatMap((key, j) => (seen[i]!.has(j) ? [] : [{ key, j }])));
     if (missing.every((m) => m.length === 0)) return seen;
     await new Promise((resolve) => setTimeout(resolve, RECHECK_MS));
-    const again = await this.deps.rowAccess.visibleRows(claims, tables.map((t, i) => ({ table: t.table, keys: missing[i]!.map((m) => m.key) })));
+    const again = await this.deps.rowAccess.visibleRows(
+      claims,
+      tables.map((t, i) => ({ table: t.table, keys: missing[i]!.map((m) => m.key) })),
+    );
     again.forEach((found, i) => found.forEach((k) => seen[i]!.add(missing[i]![k]!.j)));
     return seen;
   }
@@ -294,7 +323,12 @@ export class ChangeDispatcher {
       if (match) {
         if (!match.ids.includes(s.id)) match.ids.push(s.id);
       } else {
-        matches.set(s.owner, { ids: [s.id], role: s.owner.claims.role, claims: s.owner.claims, claimsKey: s.owner.claimsKey });
+        matches.set(s.owner, {
+          ids: [s.id],
+          role: s.owner.claims.role,
+          claims: s.owner.claims,
+          claimsKey: s.owner.claimsKey,
+        });
       }
     }
     return { change, primaryKey, record, oldRecord, keyText, tableRls, rls, matches };
@@ -317,14 +351,29 @@ export class ChangeDispatcher {
     const { change } = plan;
     const base = { schema: change.relation.schema, table: change.relation.table, type: change.type };
     if (plan.primaryKey.length === 0 && change.type !== 'DELETE') {
-      return { ...base, commit_timestamp: null, columns: [], record: {}, old_record: {}, errors: ['Error 400: Bad Request, no primary key'] };
+      return {
+        ...base,
+        commit_timestamp: null,
+        columns: [],
+        record: {},
+        old_record: {},
+        errors: ['Error 400: Bad Request, no primary key'],
+      };
     }
     if (!keyVisible) {
-      return { ...base, commit_timestamp: null, columns: [], record: {}, old_record: {}, errors: ['Error 401: Unauthorized'] };
+      return {
+        ...base,
+        commit_timestamp: null,
+        columns: [],
+        record: {},
+        old_record: {},
+        errors: ['Error 401: Unauthorized'],
+      };
     }
     const pick = (row: Row | null, keysOnly = false): Row => {
       const out: Row = {};
-      for (const [k, v] of Object.entries(row ?? {})) if (columns.has(k) && (!keysOnly || plan.primaryKey.includes(k))) out[k] = v;
+      for (const [k, v] of Object.entries(row ?? {}))
+        if (columns.has(k) && (!keysOnly || plan.primaryKey.includes(k))) out[k] = v;
       return out;
     };
     let record = change.type === 'DELETE' ? null : pick(plan.record);
@@ -333,14 +382,17 @@ export class ChangeDispatcher {
     let errors: string[] | null = null;
     if (JSON.stringify([record, oldRecord]).length > MAX_RECORD_BYTES) {
       errors = ['Error 413: Payload Too Large'];
-      const small = (row: Row | null) => row && Object.fromEntries(Object.entries(row).filter(([, v]) => JSON.stringify(v).length <= SMALL_FIELD_BYTES));
+      const small = (row: Row | null) =>
+        row && Object.fromEntries(Object.entries(row).filter(([, v]) => JSON.stringify(v).length <= SMALL_FIELD_BYTES));
       record = small(record);
       oldRecord = small(oldRecord);
     }
     const data: Row = {
       ...base,
       commit_timestamp: commitTimestamp(change.commitTime),
-      columns: change.relation.columns.filter((c) => columns.has(c.name)).map((c) => ({ name: c.name, type: typeName(c.typeOid, this.deps.types) })),
+      columns: change.relation.columns
+        .filter((c) => columns.has(c.name))
+        .map((c) => ({ name: c.name, type: typeName(c.typeOid, this.deps.types) })),
       errors,
     };
     if (record) data['record'] = record;
@@ -350,8 +402,16 @@ export class ChangeDispatcher {
 
   /** As Realtime's replication connection: rows missing event, topic, id or private are dropped. */
   private broadcastFromDatabase(message: Row): void {
-    if ([message['event'], message['topic'], message['id'], message['private']].some((v) => v === null || v === undefined)) return;
-    const payload = { type: 'broadcast', event: message['event'], payload: message['payload'], meta: { id: message['id'] } };
+    if (
+      [message['event'], message['topic'], message['id'], message['private']].some((v) => v === null || v === undefined)
+    )
+      return;
+    const payload = {
+      type: 'broadcast',
+      event: message['event'],
+      payload: message['payload'],
+      meta: { id: message['id'] },
+    };
     for (const subscriber of this.deps.audience(`realtime:${String(message['topic'])}`, message['private'] === true)) {
       if (!subscriber.open) continue;
       subscriber.send('broadcast', payload);

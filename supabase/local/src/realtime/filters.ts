@@ -37,7 +37,8 @@ export function parseFilter(text: string | undefined): Filter | null | { error: 
   if (dot < 0) return { error: `[${JSON.stringify(rest)}]` };
   const op = rest.slice(0, dot);
   const raw = rest.slice(dot + 1);
-  if (!(FILTER_OPS as readonly string[]).includes(op)) return { error: `[${JSON.stringify(op)}, ${JSON.stringify(raw)}]` };
+  if (!(FILTER_OPS as readonly string[]).includes(op))
+    return { error: `[${JSON.stringify(op)}, ${JSON.stringify(raw)}]` };
   if (op === 'in') {
     const list = /^\((.*)\)$/s.exec(raw);
     if (!list) return { error: '`in` filter value must be wrapped by parentheses' };
@@ -92,12 +93,19 @@ export function passesFilter(value: unknown, type: string, filter: Filter): bool
   };
   const first = cmp(filter.values[0]!);
   switch (filter.op) {
-    case 'eq': return first === 0;
-    case 'neq': return first !== null && first !== 0;
-    case 'lt': return first !== null && first < 0;
-    case 'lte': return first !== null && first <= 0;
-    case 'gt': return first !== null && first > 0;
-    case 'gte': return first !== null && first >= 0;
-    case 'in': return filter.values.some((v) => cmp(v) === 0);
+    case 'eq':
+      return first === 0;
+    case 'neq':
+      return first !== null && first !== 0;
+    case 'lt':
+      return first !== null && first < 0;
+    case 'lte':
+      return first !== null && first <= 0;
+    case 'gt':
+      return first !== null && first > 0;
+    case 'gte':
+      return first !== null && first >= 0;
+    case 'in':
+      return filter.values.some((v) => cmp(v) === 0);
   }
 }

@@ -23,10 +23,14 @@ export async function verifyJwt(token: string | undefined, secret: Uint8Array): 
     return { ok: true, claims: payload as Claims };
   } catch (err) {
     if (err instanceof errors.JWTExpired) {
-      const exp = Number((err.payload).exp ?? 0);
-      return { ok: false, message: `Token has expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago` };
+      const exp = Number(err.payload.exp ?? 0);
+      return {
+        ok: false,
+        message: `Token has expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago`,
+      };
     }
-    if (err instanceof errors.JWSSignatureVerificationFailed) return { ok: false, message: 'Failed to validate JWT signature' };
+    if (err instanceof errors.JWSSignatureVerificationFailed)
+      return { ok: false, message: 'Failed to validate JWT signature' };
     return { ok: false, message: 'The token provided is not a valid JWT' };
   }
 }

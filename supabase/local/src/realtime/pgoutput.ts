@@ -91,8 +91,10 @@ class Reader {
     const values: TextTuple = new Array<string | null | undefined>(n);
     for (let i = 0; i < n; i++) {
       const kind = this.u8();
-      if (kind === 0x6e) values[i] = null; // 'n'
-      else if (kind === 0x75) values[i] = undefined; // 'u'
+      if (kind === 0x6e)
+        values[i] = null; // 'n'
+      else if (kind === 0x75)
+        values[i] = undefined; // 'u'
       else values[i] = this.text(this.i32()); // 't' (text); 'b' never appears without binary mode
     }
     return values;

@@ -45,18 +45,27 @@ export async function openReplicationSession(
     idle_timeout: 0,
     // Timestamps in the WAL's text output follow the session's TimeZone; Realtime's JSON is UTC.
     // DateStyle/IntervalStyle pinned too: the value conversion reads ISO text.
-    connection: { replication: 'database', TimeZone: 'UTC', DateStyle: 'ISO, MDY', IntervalStyle: 'postgres', application_name: 'bfg-realtime' },
+    connection: {
+      replication: 'database',
+      TimeZone: 'UTC',
+      DateStyle: 'ISO, MDY',
+      IntervalStyle: 'postgres',
+      application_name: 'bfg-realtime',
+    },
   } as postgres.Options<Record<string, postgres.PostgresType>>);
   let stream: Duplex | undefined;
   try {
     const slot = `bfg_realtime_${Math.random().toString(36).slice(2, 10)}`;
     const [created] = await sql.unsafe<{ consistent_point: string }[]>(
-      `CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+      `CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`,
+    );
     const names = publications.map((p) => p.replaceAll("'", "''")).join(',');
     // unsafe: replication commands take no parameters; the slot name is ours, publication names are quoted.
-    stream = (await sql.unsafe(
-      `START_REPLICATION SLOT ${slot} LOGICAL ${created!.consistent_point} (proto_version '1', publication_names '${names}')`,
-    ).writable()) as unknown as Duplex;
+    stream = (await sql
+      .unsafe(
+        `START_REPLICATION SLOT ${slot} LOGICAL ${created!.consistent_point} (proto_version '1', publication_names '${names}')`,
+      )
+      .writable()) as unknown as Duplex;
   } catch (err) {
     await sql.end({ timeout: 1 }).catch(() => undefined);
     throw err;
@@ -80,11 +89,13 @@ export async function openReplicationSession(
   status.unref();
 
   replication.on('data', (frame: Buffer) => {
-    if (frame[0] === 0x77) { // 'w' XLogData: start LSN, end LSN, clock, then the message
+    if (frame[0] === 0x77) {
+      // 'w' XLogData: start LSN, end LSN, clock, then the message
       const end = frame.readBigUInt64BE(9);
       if (end > received) received = end;
       onMessage(decodePgOutput(frame.subarray(25)));
-    } else if (frame[0] === 0x6b) { // 'k' keepalive
+    } else if (frame[0] === 0x6b) {
+      // 'k' keepalive
       const end = frame.readBigUInt64BE(1);
       if (end > received) received = end;
       if (frame[17]) sendStatus();

@@ -78,16 +78,18 @@ export class RowAccess {
    * read now. Returns, per table in `checks`, the indexes of the visible keys.
    */
   async visibleRows(claims: Claims, checks: { table: CheckedTable; keys: string[][] }[]): Promise<Set<number>[]> {
-    const statements = await Promise.all(checks.map(async ({ table }) => {
-      const types = await this.columnSqlTypes(table.oid);
-      const conditions = table.primaryKey.map((column, i) => {
-        const type = types.get(column) ?? 'text';
-        // format_type() output is valid SQL type syntax; the column name is quoted.
-        return `r.${quoteIdent(column)} = (x.v->>${i})::${type}`;
-      });
-      return `select (x.i - 1)::int as i from jsonb_array_elements($1::text::jsonb) with ordinality as x(v, i)
+    const statements = await Promise.all(
+      checks.map(async ({ table }) => {
+        const types = await this.columnSqlTypes(table.oid);
+        const conditions = table.primaryKey.map((column, i) => {
+          const type = types.get(column) ?? 'text';
+          // format_type() output is valid SQL type syntax; the column name is quoted.
+          return `r.${quoteIdent(column)} = (x.v->>${i})::${type}`;
+        });
+        return `select (x.i - 1)::int as i from jsonb_array_elements($1::text::jsonb) with ordinality as x(v, i)
               where exists (select 1 from ${quoteIdent(table.schema)}.${quoteIdent(table.table)} r where ${conditions.join(' and ')})`;
-    }));
+      }),
+    );
     let result: Set<number>[] = checks.map(() => new Set());
     try {
       await this.sql.begin(async (tx) => {
@@ -95,7 +97,9 @@ export class RowAccess {
         // unsafe: identifiers come from the catalog and are quoted; the keys are one JSON parameter.
         // Pipelined on the transaction's connection. Callers check first that the role may
         // select the key columns, so a permission error cannot abort the others.
-        const rows = await Promise.all(statements.map((text, i) => tx.unsafe<{ i: number }[]>(text, [JSON.stringify(checks[i]!.keys)])));
+        const rows = await Promise.all(
+          statements.map((text, i) => tx.unsafe<{ i: number }[]>(text, [JSON.stringify(checks[i]!.keys)])),
+        );
         result = rows.map((r) => new Set(r.map((x) => x.i)));
         throw ROLLBACK;
       });

@@ -16,7 +16,13 @@ const payload = z.record(z.string(), z.unknown());
 /** vsn 2.0.0: `[join_ref, ref, topic, event, payload]` (supabase/realtime `V2Serializer.decode_text`). */
 const v2Frame = z.tuple([ref, ref, z.string(), z.string(), payload]).rest(z.unknown());
 /** vsn 1.0.0: `{topic, event, payload, ref, join_ref?}`. */
-const v1Frame = z.object({ topic: z.string(), event: z.string(), payload, ref: ref.optional(), join_ref: ref.optional() });
+const v1Frame = z.object({
+  topic: z.string(),
+  event: z.string(),
+  payload,
+  ref: ref.optional(),
+  join_ref: ref.optional(),
+});
 
 /** Picks the serializer a client asked for: `vsn` 2.x → arrays, 1.x or none → objects (Phoenix' default). */
 export function parseVsn(value: string | null): Vsn | undefined {
@@ -40,12 +46,19 @@ export function decode(vsn: Vsn, text: string): PhoenixMessage | undefined {
   }
   const parsed = v1Frame.safeParse(json);
   if (!parsed.success) return undefined;
-  return { joinRef: parsed.data.join_ref ?? null, ref: parsed.data.ref ?? null, topic: parsed.data.topic, event: parsed.data.event, payload: parsed.data.payload };
+  return {
+    joinRef: parsed.data.join_ref ?? null,
+    ref: parsed.data.ref ?? null,
+    topic: parsed.data.topic,
+    event: parsed.data.event,
+    payload: parsed.data.payload,
+  };
 }
 
 /** vsn 1.0.0 servers send no join_ref (Phoenix' V1 serializer writes the v1 fields only). */
 export function encode(vsn: Vsn, message: PhoenixMessage): string {
-  if (vsn === '2.0.0') return JSON.stringify([message.joinRef, message.ref, message.topic, message.event, message.payload]);
+  if (vsn === '2.0.0')
+    return JSON.stringify([message.joinRef, message.ref, message.topic, message.event, message.payload]);
   return JSON.stringify({ topic: message.topic, event: message.event, payload: message.payload, ref: message.ref });
 }
 
@@ -95,7 +108,13 @@ export function decodeBinary(frame: Buffer): PhoenixMessage | undefined {
 const encodedFrames = new WeakMap<object, Map<string, string>>();
 
 /** `encode` for a server push (no refs) whose payload object may be sent to many sockets. */
-export function encodeShared(vsn: Vsn, joinRef: string | null, topic: string, event: string, payload: Record<string, unknown>): string {
+export function encodeShared(
+  vsn: Vsn,
+  joinRef: string | null,
+  topic: string,
+  event: string,
+  payload: Record<string, unknown>,
+): string {
   // join_ref is part of a v2 frame; pushes from the dispatcher carry none, so the cache key needs none.
   if (joinRef !== null) return encode(vsn, { joinRef, ref: null, topic, event, payload });
   let byKey = encodedFrames.get(payload);

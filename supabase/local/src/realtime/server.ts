@@ -55,7 +55,6 @@ export interface RealtimeServer {
 
 const PATHS = new Set(['/realtime/v1/websocket', '/socket/websocket']);
 
-
 /**
  * A local server speaking the Supabase Realtime protocol, so that the unmodified supabase-js client
  * works against the local stack as against Supabase: `/realtime/v1/websocket` (and Realtime's own
@@ -88,20 +87,25 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     onLoss: resync,
     log,
   });
-  const feed = await startChangeFeed(options.databaseUrl, ['supabase_realtime', 'supabase_realtime_messages_publication'], types, {
-    push: (batch) => dispatcher.push(batch),
-    waitForRoom: () => dispatcher.waitForRoom(),
-    onDisconnect() {
-      replicationConnected = false;
-      log('realtime: replication stream lost; reconnecting');
+  const feed = await startChangeFeed(
+    options.databaseUrl,
+    ['supabase_realtime', 'supabase_realtime_messages_publication'],
+    types,
+    {
+      push: (batch) => dispatcher.push(batch),
+      waitForRoom: () => dispatcher.waitForRoom(),
+      onDisconnect() {
+        replicationConnected = false;
+        log('realtime: replication stream lost; reconnecting');
+      },
+      onConnect() {
+        replicationConnected = true;
+        log('realtime: replication connected');
+        if (connects++ === 0) return;
+        resync('the replication stream was re-made');
+      },
     },
-    onConnect() {
-      replicationConnected = true;
-      log('realtime: replication connected');
-      if (connects++ === 0) return;
-      resync('the replication stream was re-made');
-    },
-  });
+  );
   confirm = (lsn) => feed.confirm(lsn);
 
   const sessionHost: SessionHost = {
@@ -115,21 +119,29 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   };
 
   const retainMs = options.retainMessagesMs ?? 3_600_000;
-  const prune = retainMs > 0
-    ? setInterval(() => {
-        options.sql`delete from realtime.messages where inserted_at < (now() at time zone 'UTC') - ${retainMs / 1000} * interval '1 second'`
-          .catch((err: unknown) => log(`realtime: pruning realtime.messages failed: ${String(err)}`));
-      }, Math.min(retainMs, 600_000))
-    : undefined;
+  const prune =
+    retainMs > 0
+      ? setInterval(
+          () => {
+            options.sql`delete from realtime.messages where inserted_at < (now() at time zone 'UTC') - ${retainMs / 1000} * interval '1 second'`.catch(
+              (err: unknown) => log(`realtime: pruning realtime.messages failed: ${String(err)}`),
+            );
+          },
+          Math.min(retainMs, 600_000),
+        )
+      : undefined;
   prune?.unref();
 
   const server = http.createServer((req, res) => {
     void (options.httpHandler?.(req, res) ?? Promise.resolve(false)).then(
-      (handled) => handled || res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' })),
+      (handled) =>
+        handled ||
+        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Not found' })),
       (err: unknown) => {
         log(`realtime: HTTP handler failed: ${String(err)}`);
         res.destroy();
-      });
+      },
+    );
   });
   // Realtime's websocket max_frame_size.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 5_000_000 });
@@ -138,7 +150,9 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://localhost');
       const refuse = (status: number, error: string) => {
-        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error })}`);
+        socket.end(
+          `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error })}`,
+        );
       };
       if (!PATHS.has(url.pathname)) return refuse(404, 'Not found');
       const vsn = parseVsn(url.searchParams.get('vsn'));
@@ -157,10 +171,15 @@ export async function startRealtimeServer(options: RealtimeServerOptions): Promi
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(err.code === 'EADDRINUSE'
-          ? new LocalStackError(`Port ${options.port} on ${host} is already in use, so the realtime server cannot listen there. ` +
-              'Stop whatever uses it or choose another port (BFG_REALTIME_PORT).')
-          : err));
+        reject(
+          err.code === 'EADDRINUSE'
+            ? new LocalStackError(
+                `Port ${options.port} on ${host} is already in use, so the realtime server cannot listen there. ` +
+                  'Stop whatever uses it or choose another port (BFG_REALTIME_PORT).',
+              )
+            : err,
+        ),
+      );
       server.listen(options.port, host, () => resolve());
     });
   } catch (err) {

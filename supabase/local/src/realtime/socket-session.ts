@@ -56,7 +56,9 @@ export class JoinedChannel implements Subscriber {
   /** The bindings as the client sent them, each with its id (the join reply echoes them). */
   readonly bindings: Binding[];
 
-  constructor(init: Omit<JoinedChannel, 'open' | 'canWrite' | 'subscriptions' | 'subscribeGeneration' | 'send' | 'claimsKey'>) {
+  constructor(
+    init: Omit<JoinedChannel, 'open' | 'canWrite' | 'subscriptions' | 'subscribeGeneration' | 'send' | 'claimsKey'>,
+  ) {
     this.session = init.session;
     this.topic = init.topic;
     this.subTopic = init.subTopic;
@@ -74,7 +76,8 @@ export class JoinedChannel implements Subscriber {
 
   /** The claims as one string: subscribers with equal claims share RLS lookups. Cached per claims object. */
   get claimsKey(): string {
-    if (this.#claimsKey?.claims !== this.claims) this.#claimsKey = { claims: this.claims, key: JSON.stringify(this.claims) };
+    if (this.#claimsKey?.claims !== this.claims)
+      this.#claimsKey = { claims: this.claims, key: JSON.stringify(this.claims) };
     return this.#claimsKey.key;
   }
 
@@ -163,7 +166,9 @@ export class SocketSession {
     // bounded by the dispatcher's 10 ms slices).
     if (!this.corked) {
       if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
-        this.host.log(`realtime: closing a socket with ${this.ws.bufferedAmount} bytes unsent (the client reads too slowly)`);
+        this.host.log(
+          `realtime: closing a socket with ${this.ws.bufferedAmount} bytes unsent (the client reads too slowly)`,
+        );
         this.shutDown();
         this.ws.close(1013, 'send buffer full: the client is not reading');
         setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
@@ -183,7 +188,13 @@ export class SocketSession {
   }
 
   private reply(request: PhoenixMessage, status: 'ok' | 'error', response: Record<string, unknown> | string): void {
-    this.send({ joinRef: request.joinRef, ref: request.ref, topic: request.topic, event: 'phx_reply', payload: { status, response } });
+    this.send({
+      joinRef: request.joinRef,
+      ref: request.ref,
+      topic: request.topic,
+      event: 'phx_reply',
+      payload: { status, response },
+    });
   }
 
   private touch(): void {
@@ -270,8 +281,10 @@ export class SocketSession {
     }
     const config = record(message.payload['config']);
     const broadcast = record(config['broadcast']);
-    const token = typeof message.payload['access_token'] === 'string' && !message.payload['access_token'].startsWith('sb_')
-      ? message.payload['access_token'] : undefined;
+    const token =
+      typeof message.payload['access_token'] === 'string' && !message.payload['access_token'].startsWith('sb_')
+        ? message.payload['access_token']
+        : undefined;
     let claims = this.apikeyClaims;
     if (token) {
       const verified = await verifyJwt(token, this.host.jwtSecret);
@@ -296,7 +309,9 @@ export class SocketSession {
         return;
       }
       if (!allowed) {
-        this.reply(message, 'error', { reason: `Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}` });
+        this.reply(message, 'error', {
+          reason: `Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`,
+        });
         return;
       }
     }
@@ -361,15 +376,27 @@ export class SocketSession {
     }
     if (!channel.open) return;
     this.send({
-      joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
-      payload: error === null
-        ? { extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: channel.subTopic }
-        : { extension: 'postgres_changes', status: 'error', message: error, channel: channel.subTopic },
+      joinRef: channel.joinRef,
+      ref: null,
+      topic: channel.topic,
+      event: 'system',
+      payload:
+        error === null
+          ? {
+              extension: 'postgres_changes',
+              status: 'ok',
+              message: 'Subscribed to PostgreSQL',
+              channel: channel.subTopic,
+            }
+          : { extension: 'postgres_changes', status: 'error', message: error, channel: channel.subTopic },
     });
     if (retry) {
-      setTimeout(() => {
-        if (channel.open) void this.subscribePostgresChanges(channel);
-      }, 5_000 + Math.random() * 5_000).unref();
+      setTimeout(
+        () => {
+          if (channel.open) void this.subscribePostgresChanges(channel);
+        },
+        5_000 + Math.random() * 5_000,
+      ).unref();
     }
   }
 
@@ -391,8 +418,16 @@ export class SocketSession {
   announceReplicationReady(channel: JoinedChannel): void {
     if (!channel.open) return;
     this.send({
-      joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
-      payload: { extension: 'system', status: 'ok', message: 'Replication connection established', channel: channel.subTopic },
+      joinRef: channel.joinRef,
+      ref: null,
+      topic: channel.topic,
+      event: 'system',
+      payload: {
+        extension: 'system',
+        status: 'ok',
+        message: 'Replication connection established',
+        channel: channel.subTopic,
+      },
     });
   }
 
@@ -404,7 +439,13 @@ export class SocketSession {
 
   private close(channel: JoinedChannel): void {
     this.forget(channel);
-    this.send({ joinRef: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_close', payload: {} });
+    this.send({
+      joinRef: channel.joinRef,
+      ref: channel.joinRef,
+      topic: channel.topic,
+      event: 'phx_close',
+      payload: {},
+    });
   }
 
   /**
@@ -472,15 +513,21 @@ export class SocketSession {
   private scheduleExpiry(channel: JoinedChannel): void {
     clearTimeout(this.expiryTimers.get(channel.topic));
     const ms = channel.claims.exp * 1000 - Date.now();
-    const timer = setTimeout(() => {
-      if (this.channels.get(channel.topic) !== channel) return;
-      // Timers are capped at ~24.8 days: a token that lasts longer is only checked again.
-      if (channel.claims.exp * 1000 > Date.now()) {
-        this.scheduleExpiry(channel);
-        return;
-      }
-      this.systemError(channel, `Token has expired ${Math.max(0, Math.floor((Date.now() - channel.claims.exp * 1000) / 1000))} seconds ago`);
-    }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+    const timer = setTimeout(
+      () => {
+        if (this.channels.get(channel.topic) !== channel) return;
+        // Timers are capped at ~24.8 days: a token that lasts longer is only checked again.
+        if (channel.claims.exp * 1000 > Date.now()) {
+          this.scheduleExpiry(channel);
+          return;
+        }
+        this.systemError(
+          channel,
+          `Token has expired ${Math.max(0, Math.floor((Date.now() - channel.claims.exp * 1000) / 1000))} seconds ago`,
+        );
+      },
+      Math.max(0, Math.min(ms, 2 ** 31 - 1)),
+    );
     timer.unref();
     this.expiryTimers.set(channel.topic, timer);
   }
@@ -496,7 +543,10 @@ export class SocketSession {
   /** Realtime's shutdown_response: a `system` error, then `phx_close`. */
   systemError(channel: JoinedChannel, text: string): void {
     this.send({
-      joinRef: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
+      joinRef: channel.joinRef,
+      ref: null,
+      topic: channel.topic,
+      event: 'system',
       payload: { extension: 'system', status: 'error', message: text, channel: channel.subTopic },
     });
     this.close(channel);

@@ -22,7 +22,8 @@ export interface Subscription<Owner> {
   filter: Filter | null;
 }
 
-export type SubscribeResult<Owner> = { ok: true; subscriptions: Subscription<Owner>[] } | { ok: false; message: string };
+export type SubscribeResult<Owner> =
+  { ok: true; subscriptions: Subscription<Owner>[] } | { ok: false; message: string };
 
 const PUBLICATION = 'supabase_realtime';
 const EVENTS = new Set(['*', 'INSERT', 'UPDATE', 'DELETE']);
@@ -41,14 +42,21 @@ function inspect(value: unknown): string {
 
 /** Realtime's `params_to_log`: `[event: *, schema: public, table: t, filters: [...], select: nil]`. */
 function paramsToLog(event: string, schema: string, table: string, filter: Filter | null): string {
-  const filters = filter ? `[{${[filter.column, filter.op, filter.op === 'in' ? `{${filter.values.join(',')}}` : filter.values[0]!].map((v) => JSON.stringify(v)).join(', ')}, false}]` : '[]';
+  const filters = filter
+    ? `[{${[filter.column, filter.op, filter.op === 'in' ? `{${filter.values.join(',')}}` : filter.values[0]!].map((v) => JSON.stringify(v)).join(', ')}, false}]`
+    : '[]';
   return `[event: ${event}, schema: ${schema}, table: ${table}, filters: ${filters}, select: nil]`;
 }
 
 /** Postgrex's `ERROR <sqlstate> (<condition>) <message>` for the errors a subscription can meet. */
 const CONDITIONS: Record<string, string> = {
-  P0001: 'raise_exception', '22P02': 'invalid_text_representation', '42704': 'undefined_object',
-  '22023': 'invalid_parameter_value', '22007': 'invalid_datetime_format', '22008': 'datetime_field_overflow', '22003': 'numeric_value_out_of_range',
+  P0001: 'raise_exception',
+  '22P02': 'invalid_text_representation',
+  '42704': 'undefined_object',
+  '22023': 'invalid_parameter_value',
+  '22007': 'invalid_datetime_format',
+  '22008': 'datetime_field_overflow',
+  '22003': 'numeric_value_out_of_range',
 };
 const pgError = (code: string, message: string) => `ERROR ${code} (${CONDITIONS[code] ?? 'internal_error'}) ${message}`;
 
@@ -93,11 +101,15 @@ export class SubscriptionIndex<Owner> {
       join pg_namespace n on n.oid = c.relnamespace
       left join pg_attribute a on a.attrelid = c.oid
       left join pg_type t on t.oid = a.atttypid
-      group by c.oid, n.nspname, c.relname`.then((rows) => rows.map((r) => ({
-      oid: r.oid, schema: r.schema, table: r.table,
-      columns: new Map(r.columns.map(([name, type]) => [name, type])),
-      sqlTypes: new Map(r.columns.map(([name, , sqlType]) => [name, sqlType])),
-    })));
+      group by c.oid, n.nspname, c.relname`.then((rows) =>
+      rows.map((r) => ({
+        oid: r.oid,
+        schema: r.schema,
+        table: r.table,
+        columns: new Map(r.columns.map(([name, type]) => [name, type])),
+        sqlTypes: new Map(r.columns.map(([name, , sqlType]) => [name, sqlType])),
+      })),
+    );
     this.tables = { value, at: Date.now() };
     value.catch(() => (this.tables = undefined));
     return value;
@@ -107,7 +119,12 @@ export class SubscriptionIndex<Owner> {
    * Validates a channel's bindings and, when every one is good, indexes them. One bad binding
    * fails the channel's postgres_changes subscription (as Realtime creates them in one go).
    */
-  async subscribe(owner: Owner, role: string, bindings: readonly Record<string, unknown>[], ids: readonly number[]): Promise<SubscribeResult<Owner>> {
+  async subscribe(
+    owner: Owner,
+    role: string,
+    bindings: readonly Record<string, unknown>[],
+    ids: readonly number[],
+  ): Promise<SubscribeResult<Owner>> {
     // First every binding is parsed (the first malformed one fails them all), as Realtime's
     // parse_subscription_params; then each is matched against the publication and checked like
     // its subscription insert trigger (columns the role may select, values that cast).
@@ -115,26 +132,46 @@ export class SubscriptionIndex<Owner> {
     for (const [index, params] of bindings.entries()) {
       const { schema, table, filter } = params;
       // Realtime treats a non-string event as `*`; we refuse it, being at least as strict.
-      if (typeof params['event'] !== 'string' || (schema !== undefined && typeof schema !== 'string') ||
-          (table !== undefined && typeof table !== 'string') || (filter !== undefined && typeof filter !== 'string') ||
-          (schema === undefined && table === undefined) || (filter !== undefined && (schema === undefined || table === undefined))) {
-        return { ok: false, message: `No subscription params provided. Please provide at least a \`schema\` or \`table\` to subscribe to: ${inspect(params)}` };
+      if (
+        typeof params['event'] !== 'string' ||
+        (schema !== undefined && typeof schema !== 'string') ||
+        (table !== undefined && typeof table !== 'string') ||
+        (filter !== undefined && typeof filter !== 'string') ||
+        (schema === undefined && table === undefined) ||
+        (filter !== undefined && (schema === undefined || table === undefined))
+      ) {
+        return {
+          ok: false,
+          message: `No subscription params provided. Please provide at least a \`schema\` or \`table\` to subscribe to: ${inspect(params)}`,
+        };
       }
       const f = parseFilter(filter);
       if (f && 'error' in f) return { ok: false, message: `Error parsing \`filter\` params: ${f.error}` };
       const upper = params['event'].toUpperCase();
-      parsed.push({ index, event: EVENTS.has(upper) ? upper : '*', schema: schema ?? 'public', table: table ?? '*', filter: f });
+      parsed.push({
+        index,
+        event: EVENTS.has(upper) ? upper : '*',
+        schema: schema ?? 'public',
+        table: table ?? '*',
+        filter: f,
+      });
     }
     const published = await this.publishedTables();
     const subscriptions: Subscription<Owner>[] = [];
     for (const p of parsed) {
       const log = paramsToLog(p.event, p.schema, p.table, p.filter);
-      const tables = published.filter((t) => (p.schema === '*' || t.schema === p.schema) && (p.table === '*' || t.table === p.table));
+      const tables = published.filter(
+        (t) => (p.schema === '*' || t.schema === p.schema) && (p.table === '*' || t.table === p.table),
+      );
       if (tables.length === 0) {
-        return { ok: false, message: `${UNABLE} Please check Realtime is enabled for the given connect parameters: ${log}` };
+        return {
+          ok: false,
+          message: `${UNABLE} Please check Realtime is enabled for the given connect parameters: ${log}`,
+        };
       }
       const exception = (code: string, message: string) => ({
-        ok: false as const, message: `${UNABLE} An exception happened so please check your connect parameters: ${log}. Exception: ${pgError(code, message)}`,
+        ok: false as const,
+        message: `${UNABLE} An exception happened so please check your connect parameters: ${log}. Exception: ${pgError(code, message)}`,
       });
       const [roleRow] = await this.sql<{ exists: boolean }[]>`select to_regrole(${role}) is not null as exists`;
       if (!roleRow?.exists) return exception('42704', `role "${role}" does not exist`);
@@ -142,7 +179,9 @@ export class SubscriptionIndex<Owner> {
         if (p.filter) {
           const type = t.sqlTypes.get(p.filter.column);
           const [privilege] = type
-            ? await this.sql<{ ok: boolean }[]>`select has_column_privilege(${role}, ${t.oid}::oid, ${p.filter.column}, 'SELECT') as ok`
+            ? await this.sql<
+                { ok: boolean }[]
+              >`select has_column_privilege(${role}, ${t.oid}::oid, ${p.filter.column}, 'SELECT') as ok`
             : [];
           if (!type || !privilege?.ok) return exception('P0001', `invalid column for filter ${p.filter.column}`);
           const bad = await this.firstUncastable(p.filter.values, type);

@@ -18,7 +18,11 @@ export type RowChange<T> = { op: 'upsert'; row: T } | { op: 'delete'; key: strin
 /** The key of a deleted row in the tables keyed by `id` (Realtime sends the old primary key). */
 export const idOf = (old: Record<string, unknown>): number | null => (typeof old['id'] === 'number' ? old['id'] : null);
 
-export function rowChange<T>(message: RawMessage, schema: z.ZodType<T>, keyOf: (old: Record<string, unknown>) => string | number | null = idOf): RowChange<T> | null {
+export function rowChange<T>(
+  message: RawMessage,
+  schema: z.ZodType<T>,
+  keyOf: (old: Record<string, unknown>) => string | number | null = idOf,
+): RowChange<T> | null {
   if (message.kind !== 'postgres') return null;
   if (message.eventType === 'DELETE') {
     const old = z.record(z.string(), z.unknown()).safeParse(message.oldRecord);

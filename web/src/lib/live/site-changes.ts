@@ -33,6 +33,13 @@ export const MAX_SITE_CHANNELS = 50;
 
 /** Whether a message changes anything on the device pages (and not only topics or the parsing log). */
 export function hasDeviceChanges(c: SiteChanges): boolean {
-  return c.gateways.length + c.dataloggers.length + c.sensors.length
-    + c.removed.gateways.length + c.removed.dataloggers.length + c.removed.sensors.length > 0;
+  return (
+    c.gateways.length +
+      c.dataloggers.length +
+      c.sensors.length +
+      c.removed.gateways.length +
+      c.removed.dataloggers.length +
+      c.removed.sensors.length >
+    0
+  );
 }

@@ -11,22 +11,29 @@ import { MAX_SITE_CHANNELS, SITE_CHANGES_EVENT, type SiteChanges } from './site-
  * MAX_SITE_CHANNELS sites are followed; a refresh reads the page's whole view, so changes of the
  * others show with the next one.
  */
-export function siteChangeChannels(siteIds: readonly number[], concerns: (changes: SiteChanges) => boolean, refresh: () => void): LiveChannel<true>[] {
-  return [...new Set(siteIds)].slice(0, MAX_SITE_CHANNELS).map((siteId) => new LiveChannel<true>({
-    topic: `site:${siteId}`,
-    private: true,
-    broadcastEvents: [SITE_CHANGES_EVENT],
-    parse: (message) => {
-      const changes = parseSiteChanges(message);
-      if (changes === null) return null;
-      return concerns(changes) ? true : undefined;
-    },
-    apply: () => refresh(),
-    reload: () => {
-      refresh();
-      return Promise.resolve();
-    },
-  }));
+export function siteChangeChannels(
+  siteIds: readonly number[],
+  concerns: (changes: SiteChanges) => boolean,
+  refresh: () => void,
+): LiveChannel<true>[] {
+  return [...new Set(siteIds)].slice(0, MAX_SITE_CHANNELS).map(
+    (siteId) =>
+      new LiveChannel<true>({
+        topic: `site:${siteId}`,
+        private: true,
+        broadcastEvents: [SITE_CHANGES_EVENT],
+        parse: (message) => {
+          const changes = parseSiteChanges(message);
+          if (changes === null) return null;
+          return concerns(changes) ? true : undefined;
+        },
+        apply: () => refresh(),
+        reload: () => {
+          refresh();
+          return Promise.resolve();
+        },
+      }),
+  );
 }
 
 /** Connects every channel; returns one cleanup for `$effect`. */

@@ -4,7 +4,11 @@
  * events). With `leading`, a call after a quiet `ms` runs at once and only the calls that follow it
  * wait (a page reloading its view on a nudge shows a lone change without delay).
  */
-export function throttle(fn: () => unknown, ms: number, options: { leading?: boolean } = {}): { (): void; cancel(): void } {
+export function throttle(
+  fn: () => unknown,
+  ms: number,
+  options: { leading?: boolean } = {},
+): { (): void; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | null = null;
   let lastRun = -Infinity;
   const run = () => {

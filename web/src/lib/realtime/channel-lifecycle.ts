@@ -146,7 +146,9 @@ export class ChannelLifecycle<T> {
     const channel = this.#channel;
     this.#channel = null;
     if (channel) {
-      this.#options.client.removeChannel(channel).catch((err: unknown) => this.#log.warn(`${this.#prefix}: leaving failed`, err));
+      this.#options.client
+        .removeChannel(channel)
+        .catch((err: unknown) => this.#log.warn(`${this.#prefix}: leaving failed`, err));
     }
   }
 
@@ -186,14 +188,26 @@ export class ChannelLifecycle<T> {
     for (const binding of this.#options.postgresChanges ?? []) {
       channel.on(
         'postgres_changes',
-        { event: binding.event ?? '*', schema: 'public', table: binding.table, ...(binding.filter ? { filter: binding.filter } : {}) },
+        {
+          event: binding.event ?? '*',
+          schema: 'public',
+          table: binding.table,
+          ...(binding.filter ? { filter: binding.filter } : {}),
+        },
         (payload: RealtimePostgresChangesPayload<Record<string, unknown>>) =>
-          this.#receive(channel, { kind: 'postgres', table: payload.table, eventType: payload.eventType, record: payload.new, oldRecord: payload.old }),
+          this.#receive(channel, {
+            kind: 'postgres',
+            table: payload.table,
+            eventType: payload.eventType,
+            record: payload.new,
+            oldRecord: payload.old,
+          }),
       );
     }
     for (const event of this.#options.broadcastEvents ?? []) {
       channel.on('broadcast', { event }, (message: { event: string; payload: unknown }) =>
-        this.#receive(channel, { kind: 'broadcast', event: message.event, payload: message.payload }));
+        this.#receive(channel, { kind: 'broadcast', event: message.event, payload: message.payload }),
+      );
     }
     channel.on('system', {}, (payload: unknown) => this.#system(channel, payload));
     channel.subscribe((state, err) => this.#subscribeState(channel, state, err));
@@ -225,7 +239,10 @@ export class ChannelLifecycle<T> {
         // realtime-js rejoins an errored channel by itself; one it has closed or dropped instead
         // (a binding mismatch) is ours to rejoin. Checked once its own handlers have run.
         queueMicrotask(() => {
-          if (channel === this.#channel && (channel.state === 'closed' || !this.#options.client.getChannels().includes(channel))) {
+          if (
+            channel === this.#channel &&
+            (channel.state === 'closed' || !this.#options.client.getChannels().includes(channel))
+          ) {
             this.#scheduleRejoin();
           }
         });
@@ -365,7 +382,11 @@ export class ChannelLifecycle<T> {
     }
     this.#setStatus('reconnecting');
     if (this.#reloadTimer !== null) return;
-    const delay = backoffDelay(this.#reloadFailures++, this.#options.rejoin?.initialMs ?? 1_000, this.#options.rejoin?.maxMs ?? 30_000);
+    const delay = backoffDelay(
+      this.#reloadFailures++,
+      this.#options.rejoin?.initialMs ?? 1_000,
+      this.#options.rejoin?.maxMs ?? 30_000,
+    );
     this.#reloadTimer = this.#timers.setTimeout(() => {
       this.#reloadTimer = null;
       if (generation === this.#generation && this.#connected) void this.#reload();
@@ -389,7 +410,12 @@ export class ChannelLifecycle<T> {
  * reconnects): a rate limit closes many clients' channels at once, and they must not all come
  * back on the same tick. For 1 s, cap 30 s: ~0.5–1, 1–2, 2–4, 4–8, 8–16, 15–30 s, …
  */
-export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  initialMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
   const exponential = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt));
   return Math.round(exponential * (0.5 + random() / 2));
 }

@@ -32,7 +32,11 @@ export class LiveChannel<T> {
     if (this.#lifecycle) throw new Error(`live channel ${this.#options.topic} is already connected`);
     // Made here, not in the constructor: pages construct their channels during SSR too, and the
     // supabase-js client exists only in the browser.
-    const lifecycle = new ChannelLifecycle<T>({ ...this.#options, client: supabase(), onStatus: (status) => (this.status = status) });
+    const lifecycle = new ChannelLifecycle<T>({
+      ...this.#options,
+      client: supabase(),
+      onStatus: (status) => (this.status = status),
+    });
     this.#lifecycle = lifecycle;
     lifecycle.connect();
     return () => this.disconnect();

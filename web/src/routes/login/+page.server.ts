@@ -34,7 +34,11 @@ export const actions = {
     const client = getClientAddress();
     const waitMinutes = signInBlockedFor(parsed.data.email, client);
     if (waitMinutes > 0) {
-      return fail(429, { email, errors: noErrors, message: `Too many failed sign-ins. Try again in ${waitMinutes} minute(s).` });
+      return fail(429, {
+        email,
+        errors: noErrors,
+        message: `Too many failed sign-ins. Try again in ${waitMinutes} minute(s).`,
+      });
     }
     const result = await auth().signIn(parsed.data.email, parsed.data.password);
     if (!result.ok) {

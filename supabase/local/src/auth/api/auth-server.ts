@@ -61,7 +61,13 @@ export function createAuthApi(options: AuthApiOptions): HttpHandler {
       res.writeHead(204).end();
       return true;
     }
-    const request: AuthRequest = { req, res, url, path: url.pathname.slice(AUTH_PREFIX.length).replace(/\/+$/, '') || '/', settings };
+    const request: AuthRequest = {
+      req,
+      res,
+      url,
+      path: url.pathname.slice(AUTH_PREFIX.length).replace(/\/+$/, '') || '/',
+      settings,
+    };
     try {
       const keyError = await checkApiKey(req, url, settings.secret);
       if (keyError) {
@@ -94,6 +100,7 @@ async function route(request: AuthRequest): Promise<void> {
   if (path === '/admin/users') return adminUsers(request, undefined);
   const user = /^\/admin\/users\/([^/]+)$/.exec(path);
   if (user) return adminUsers(request, decodeURIComponent(user[1]!));
-  if (['/token', '/logout', '/user'].includes(path)) throw new AuthApiError(405, 'validation_failed', 'Method not allowed');
+  if (['/token', '/logout', '/user'].includes(path))
+    throw new AuthApiError(405, 'validation_failed', 'Method not allowed');
   throw new AuthApiError(404, 'not_found', 'Not found');
 }

@@ -26,7 +26,8 @@ export async function bearerClaims(request: AuthRequest): Promise<AccessClaims> 
   try {
     const { payload } = await jwtVerify(match[1]!, request.settings.secret, { algorithms: ['HS256'] });
     const claims = claimsSchema.safeParse(payload);
-    if (!claims.success) throw forbidden('bad_jwt', 'invalid JWT: unable to parse or verify signature, token has invalid claims');
+    if (!claims.success)
+      throw forbidden('bad_jwt', 'invalid JWT: unable to parse or verify signature, token has invalid claims');
     return claims.data;
   } catch (err) {
     if (err instanceof AuthApiError) throw err;
@@ -48,7 +49,10 @@ function goJwtText(err: unknown): string {
  * session (when it names one) still exists — so a signed-out session's access token stops working
  * here at once, though it stays valid elsewhere (RLS, Realtime) until it expires, as on Supabase.
  */
-export async function requireUser(tx: Tx, request: AuthRequest): Promise<{ claims: AccessClaims; user: UserRow; sessionId?: string }> {
+export async function requireUser(
+  tx: Tx,
+  request: AuthRequest,
+): Promise<{ claims: AccessClaims; user: UserRow; sessionId?: string }> {
   const claims = await bearerClaims(request);
   const loaded = await loadUserAndSession(tx, claims);
   if (isBanned(loaded.user)) throw forbidden('user_banned', 'User is banned');
@@ -62,8 +66,10 @@ async function loadUserAndSession(tx: Tx, claims: AccessClaims): Promise<{ user:
   if (!user) throw forbidden('user_not_found', 'User from sub claim in JWT does not exist');
   const sessionId = claims.session_id && claims.session_id !== NIL_UUID ? claims.session_id : undefined;
   if (sessionId === undefined) return { user };
-  if (!z.uuid().safeParse(sessionId).success) throw forbidden('bad_jwt', 'invalid claim: session_id claim must be a UUID');
-  if (!(await sessionExists(tx, sessionId))) throw forbidden('session_not_found', 'Session from session_id claim in JWT does not exist');
+  if (!z.uuid().safeParse(sessionId).success)
+    throw forbidden('bad_jwt', 'invalid claim: session_id claim must be a UUID');
+  if (!(await sessionExists(tx, sessionId)))
+    throw forbidden('session_not_found', 'Session from session_id claim in JWT does not exist');
   return { user, sessionId };
 }
 

@@ -37,10 +37,18 @@ export function createSupabaseAuth(url: string, anonKey: string, jwtSecret: stri
       const { data, error } = await supabase.auth.signInWithPassword({ email, password });
       if (error || !data.session) {
         // The same words for a wrong password as before (Supabase Auth says "Invalid login credentials").
-        return { ok: false, message: error?.code === 'invalid_credentials' ? 'Wrong e-mail or password.' : (error?.message ?? 'Sign-in failed.') };
+        return {
+          ok: false,
+          message:
+            error?.code === 'invalid_credentials' ? 'Wrong e-mail or password.' : (error?.message ?? 'Sign-in failed.'),
+        };
       }
       const result = await fromSupabase(data.session);
-      if (!result) return { ok: false, message: 'Supabase Auth returned a token this server cannot verify (check BFG_JWT_SECRET).' };
+      if (!result)
+        return {
+          ok: false,
+          message: 'Supabase Auth returned a token this server cannot verify (check BFG_JWT_SECRET).',
+        };
       return { ok: true, ...result };
     },
 

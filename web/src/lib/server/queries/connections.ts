@@ -21,12 +21,20 @@ export async function getConnection(tx: TransactionSql, id: number): Promise<Con
 }
 
 /** Start or stop: only the desired state changes; the ingestor reacts to the NOTIFY this sends. */
-export async function setConnectionActive(tx: TransactionSql, id: number, active: boolean): Promise<ConnectionRow | undefined> {
+export async function setConnectionActive(
+  tx: TransactionSql,
+  id: number,
+  active: boolean,
+): Promise<ConnectionRow | undefined> {
   const rows = await tx`update public.mqtt_connection set is_active = ${active} where id = ${id} returning *`;
   return z.array(connectionRow).parse(rows)[0];
 }
 
-export async function updateConnectionSettings(tx: TransactionSql, id: number, s: ConnectionSettings): Promise<boolean> {
+export async function updateConnectionSettings(
+  tx: TransactionSql,
+  id: number,
+  s: ConnectionSettings,
+): Promise<boolean> {
   const rows = await tx`
     update public.mqtt_connection set
       host = ${s.host}, port = ${s.port}, protocol = ${s.protocol}, ws_path = ${s.ws_path},
@@ -46,7 +54,12 @@ export interface SecretPresence {
   has_ca_cert: boolean;
 }
 
-const noSecrets: SecretPresence = { has_password: false, has_client_cert: false, has_client_key: false, has_ca_cert: false };
+const noSecrets: SecretPresence = {
+  has_password: false,
+  has_client_cert: false,
+  has_client_key: false,
+  has_ca_cert: false,
+};
 
 /** Which secrets are set — never their values, which no API role can read. */
 export async function getSecretPresence(tx: TransactionSql, id: number): Promise<SecretPresence> {

@@ -1,6 +1,13 @@
 import type { TransactionSql } from 'postgres';
 import { z } from 'zod';
-import { dataloggerRow, gatewayRow, sensorRow, type DataloggerRow, type GatewayRow, type SensorRow } from '../../rows.ts';
+import {
+  dataloggerRow,
+  gatewayRow,
+  sensorRow,
+  type DataloggerRow,
+  type GatewayRow,
+  type SensorRow,
+} from '../../rows.ts';
 
 export interface DeviceSnapshot {
   gateways: GatewayRow[];

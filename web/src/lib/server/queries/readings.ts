@@ -2,7 +2,14 @@ import type { TransactionSql } from 'postgres';
 import { z } from 'zod';
 
 /** Time ranges the chart offers, in seconds. */
-export const chartRanges = { '15m': 900, '1h': 3600, '6h': 21_600, '24h': 86_400, '7d': 604_800, '30d': 2_592_000 } as const;
+export const chartRanges = {
+  '15m': 900,
+  '1h': 3600,
+  '6h': 21_600,
+  '24h': 86_400,
+  '7d': 604_800,
+  '30d': 2_592_000,
+} as const;
 export type ChartRange = keyof typeof chartRanges;
 export const chartRangeSchema = z.enum(Object.keys(chartRanges) as [ChartRange, ...ChartRange[]]);
 

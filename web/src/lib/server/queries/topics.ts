@@ -11,7 +11,10 @@ export interface TopicFilter {
 }
 
 /** Discovered topics, most recently seen first. */
-export async function listDiscoveredTopics(tx: TransactionSql, f: TopicFilter): Promise<{ rows: DiscoveredTopicRow[]; total: number }> {
+export async function listDiscoveredTopics(
+  tx: TransactionSql,
+  f: TopicFilter,
+): Promise<{ rows: DiscoveredTopicRow[]; total: number }> {
   const pattern = `%${f.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   const rows = await tx`
     select *, count(*) over () as total

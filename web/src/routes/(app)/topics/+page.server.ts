@@ -45,12 +45,27 @@ export const load = (async ({ locals, url, depends }) => {
 /** A topic pattern: an MQTT filter whose wildcards may be named (`+gateway`, `#rest`). */
 const newPatternSchema = z.object({
   connection_id: z.coerce.number().int().positive(),
-  pattern: z.string().trim().min(1, 'Pattern is required').max(1024).refine(
-    (p) => p.split('/').every((level, i, all) => (level.startsWith('#') ? i === all.length - 1 && /^#[A-Za-z0-9_]*$/.test(level) : !level.includes('#') && (!level.includes('+') || /^\+[A-Za-z0-9_]*$/.test(level)))),
-    { message: 'Wildcards must be whole levels (+ or +name, # or #name last)' },
-  ),
+  pattern: z
+    .string()
+    .trim()
+    .min(1, 'Pattern is required')
+    .max(1024)
+    .refine(
+      (p) =>
+        p
+          .split('/')
+          .every((level, i, all) =>
+            level.startsWith('#')
+              ? i === all.length - 1 && /^#[A-Za-z0-9_]*$/.test(level)
+              : !level.includes('#') && (!level.includes('+') || /^\+[A-Za-z0-9_]*$/.test(level)),
+          ),
+      { message: 'Wildcards must be whole levels (+ or +name, # or #name last)' },
+    ),
   parser: z.enum(parserKeys as [string, ...string[]], { error: 'Choose a parser' }),
-  qos: z.coerce.number().pipe(z.union([z.literal(0), z.literal(1), z.literal(2)])).default(1),
+  qos: z.coerce
+    .number()
+    .pipe(z.union([z.literal(0), z.literal(1), z.literal(2)]))
+    .default(1),
   priority: z.coerce.number().int().min(-1000).max(1000).default(100),
   parser_config: z.string().max(20_000).default('{}'),
 });
@@ -59,18 +74,25 @@ const newPatternSchema = z.object({
  * The parser's options as its own config schema wants them (generic-json needs to know where the
  * device ids and values are); a message per problem, with the path in the JSON.
  */
-function parseParserConfig(parserKey: string, text: string): { ok: true; config: Record<string, unknown> } | { ok: false; message: string } {
+function parseParserConfig(
+  parserKey: string,
+  text: string,
+): { ok: true; config: Record<string, unknown> } | { ok: false; message: string } {
   let json: unknown;
   try {
     json = JSON.parse(text.trim() === '' ? '{}' : text);
   } catch (err) {
     return { ok: false, message: `Not valid JSON: ${(err as Error).message}` };
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) return { ok: false, message: 'Must be a JSON object.' };
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    return { ok: false, message: 'Must be a JSON object.' };
   const parser = builtInParsers.find((p) => p.key === parserKey);
   const checked = parser?.configSchema.safeParse(json);
   if (checked && !checked.success) {
-    return { ok: false, message: checked.error.issues.map((i) => `${i.path.join('.') || '(config)'}: ${i.message}`).join('; ') };
+    return {
+      ok: false,
+      message: checked.error.issues.map((i) => `${i.path.join('.') || '(config)'}: ${i.message}`).join('; '),
+    };
   }
   return { ok: true, config: json as Record<string, unknown> };
 }
@@ -80,15 +102,27 @@ export const actions = {
     const session = requireAdmin(locals);
     const fields = await formFields(request);
     const parsed = newPatternSchema.safeParse(fields);
-    if (!parsed.success) return fail(400, { values: fields, errors: fieldErrors(parsed.error), message: 'The pattern needs fixing.' });
+    if (!parsed.success)
+      return fail(400, { values: fields, errors: fieldErrors(parsed.error), message: 'The pattern needs fixing.' });
     const config = parseParserConfig(parsed.data.parser, parsed.data.parser_config);
-    if (!config.ok) return fail(400, { values: fields, errors: { parser_config: [config.message] }, message: 'The parser options need fixing.' });
+    if (!config.ok)
+      return fail(400, {
+        values: fields,
+        errors: { parser_config: [config.message] },
+        message: 'The parser options need fixing.',
+      });
     try {
-      const created = await asUser(session.claims, (tx) => createTopicPattern(tx, { ...parsed.data, parser_config: config.config }));
+      const created = await asUser(session.claims, (tx) =>
+        createTopicPattern(tx, { ...parsed.data, parser_config: config.config }),
+      );
       return { created: { pattern: created.pattern, parser: created.parser } };
     } catch (err) {
       if (err instanceof postgres.PostgresError && err.code === '23505') {
-        return fail(400, { values: fields, errors: {}, message: 'This connection already has that pattern with that parser.' });
+        return fail(400, {
+          values: fields,
+          errors: {},
+          message: 'This connection already has that pattern with that parser.',
+        });
       }
       throw err;
     }

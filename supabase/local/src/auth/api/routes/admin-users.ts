@@ -20,7 +20,8 @@ export async function adminUsers(request: AuthRequest, userId: string | undefine
     const params = await parseBody(request.req, adminUserParamsSchema);
     return sendJson(request.res, 200, userJson(await sql.begin((tx) => createUser(tx, params))));
   }
-  if (userId !== undefined && method === 'GET') return sendJson(request.res, 200, userJson(await sql.begin((tx) => loadUser(tx, userId))));
+  if (userId !== undefined && method === 'GET')
+    return sendJson(request.res, 200, userJson(await sql.begin((tx) => loadUser(tx, userId))));
   if (userId !== undefined && method === 'PUT') {
     const params = await parseBody(request.req, adminUserParamsSchema);
     return sendJson(request.res, 200, userJson(await sql.begin((tx) => updateUser(tx, userId, params))));
@@ -28,7 +29,8 @@ export async function adminUsers(request: AuthRequest, userId: string | undefine
   if (userId !== undefined && method === 'DELETE') {
     const params = await parseBody(request.req, deleteSchema);
     // Soft deletion (obfuscated identifiers kept for audit) is not served by the stand-in.
-    if (params.should_soft_delete) throw badRequest('validation_failed', 'Soft deletion is not supported by the local Auth API');
+    if (params.should_soft_delete)
+      throw badRequest('validation_failed', 'Soft deletion is not supported by the local Auth API');
     await sql.begin((tx) => deleteUser(tx, userId));
     return sendJson(request.res, 200, {});
   }
@@ -42,7 +44,11 @@ async function list(request: AuthRequest): Promise<void> {
     const value = query.get(name);
     if (value === null || value === '') return fallback;
     const parsed = pageNumber.safeParse(value);
-    if (!parsed.success) throw badRequest('validation_failed', `Bad Pagination Parameters: strconv.ParseUint: parsing "${value}": invalid syntax`);
+    if (!parsed.success)
+      throw badRequest(
+        'validation_failed',
+        `Bad Pagination Parameters: strconv.ParseUint: parsing "${value}": invalid syntax`,
+      );
     return parsed.data;
   };
   const page = Math.max(1, parse('page', 1));
@@ -54,6 +60,14 @@ async function list(request: AuthRequest): Promise<void> {
     url.searchParams.set('page', String(p));
     return `${url.pathname}${url.search}`;
   };
-  const links = [...(totalPages > page ? [`<${link(page + 1)}>; rel="next"`] : []), `<${link(totalPages)}>; rel="last"`];
-  sendJson(request.res, 200, { users: users.map(userJson), aud: 'authenticated' }, { link: links.join(', '), 'x-total-count': String(total) });
+  const links = [
+    ...(totalPages > page ? [`<${link(page + 1)}>; rel="next"`] : []),
+    `<${link(totalPages)}>; rel="last"`,
+  ];
+  sendJson(
+    request.res,
+    200,
+    { users: users.map(userJson), aud: 'authenticated' },
+    { link: links.join(', '), 'x-total-count': String(total) },
+  );
 }

@@ -9,7 +9,8 @@ import type { AuthRequest } from '../context.ts';
  */
 export async function logout(request: AuthRequest): Promise<void> {
   const scope = request.url.searchParams.get('scope') ?? '';
-  if (!['', 'global', 'local', 'others'].includes(scope)) throw badRequest('validation_failed', `Unsupported logout scope "${scope}"`);
+  if (!['', 'global', 'local', 'others'].includes(scope))
+    throw badRequest('validation_failed', `Unsupported logout scope "${scope}"`);
   await request.settings.sql.begin(async (tx) => {
     const { user, sessionId } = await requireUser(tx, request);
     if (sessionId && scope === 'local') await endSessions(tx, { userId: user.id, only: sessionId });

@@ -33,7 +33,8 @@ export async function token(request: AuthRequest): Promise<void> {
 
 async function passwordGrant(request: AuthRequest): Promise<Record<string, unknown>> {
   const params = await parseBody(request.req, passwordGrantSchema);
-  if (params.email && params.phone) throw badRequest('validation_failed', 'Only an email address or phone number should be provided on login.');
+  if (params.email && params.phone)
+    throw badRequest('validation_failed', 'Only an email address or phone number should be provided on login.');
   if (params.phone) throw new AuthApiError(422, 'phone_provider_disabled', 'Phone logins are disabled');
   if (!params.email) throw badRequest('validation_failed', 'missing email or phone');
   const email = params.email;
@@ -53,10 +54,16 @@ async function passwordGrant(request: AuthRequest): Promise<Record<string, unkno
 async function refreshGrant(request: AuthRequest): Promise<Record<string, unknown>> {
   const { refresh_token: refreshToken } = await parseBody(request.req, refreshGrantSchema);
   // GoTrue: an absent token is an OAuth error; anything shorter than 12 characters is not valid.
-  if (!refreshToken) throw new AuthApiError(400, 'invalid_request', 'refresh_token required', { error: 'invalid_request', error_description: 'refresh_token required' });
+  if (!refreshToken)
+    throw new AuthApiError(400, 'invalid_request', 'refresh_token required', {
+      error: 'invalid_request',
+      error_description: 'refresh_token required',
+    });
   if (refreshToken.length < 12) throw badRequest('validation_failed', 'Refresh token is not valid');
   const { sql, refreshTokenReuseIntervalS } = request.settings;
-  const result = await sql.begin((tx) => refreshSession(tx, refreshToken, refreshTokenReuseIntervalS, clientInfo(request.req)));
+  const result = await sql.begin((tx) =>
+    refreshSession(tx, refreshToken, refreshTokenReuseIntervalS, clientInfo(request.req)),
+  );
   if (result instanceof AuthApiError) throw result;
   return tokenResponse(request.settings, result);
 }
@@ -66,7 +73,10 @@ async function tokenResponse(settings: AuthApiSettings, issued: IssuedSession): 
   const { user } = issued;
   const accessToken = await mintAccessToken(
     { id: user.id, email: user.email ?? '', appMetadata: user.app_metadata, userMetadata: user.user_metadata },
-    settings.jwtSecret, settings.accessTokenTtlS, { id: issued.sessionId, signedInAt: issued.signedInAt });
+    settings.jwtSecret,
+    settings.accessTokenTtlS,
+    { id: issued.sessionId, signedInAt: issued.signedInAt },
+  );
   const now = Math.floor(Date.now() / 1000);
   return {
     access_token: accessToken,

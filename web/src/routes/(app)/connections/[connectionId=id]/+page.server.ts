@@ -4,7 +4,12 @@ import { connectionSecretsSchema, connectionSettingsSchema, secretFieldNames } f
 import { asUser } from '#lib/server/as-user.ts';
 import { fieldErrors, formFields } from '#lib/server/form.ts';
 import { requireAdmin } from '#lib/server/guards.ts';
-import { getConnection, getSecretPresence, setSecrets, updateConnectionSettings } from '#lib/server/queries/connections.ts';
+import {
+  getConnection,
+  getSecretPresence,
+  setSecrets,
+  updateConnectionSettings,
+} from '#lib/server/queries/connections.ts';
 import type { Actions, PageServerLoad } from './$types';
 
 export const load = (async ({ locals, params, depends }) => {
@@ -32,7 +37,10 @@ export const actions = {
     const settings = connectionSettingsSchema.safeParse(fields);
     const secrets = connectionSecretsSchema.safeParse(fields);
     if (!settings.success || !secrets.success) {
-      const errors = { ...(settings.success ? {} : fieldErrors(settings.error)), ...(secrets.success ? {} : fieldErrors(secrets.error)) };
+      const errors = {
+        ...(settings.success ? {} : fieldErrors(settings.error)),
+        ...(secrets.success ? {} : fieldErrors(secrets.error)),
+      };
       return fail(400, { values: echo(fields), errors, message: 'Some values need fixing.' });
     }
     try {
@@ -47,8 +55,15 @@ export const actions = {
       if (!found) error(404, 'No such connection.');
     } catch (err) {
       // A constraint the form does not know (or a value changed elsewhere meanwhile): say which.
-      if (err instanceof postgres.PostgresError && (err.code === '23514' || err.code === '23505' || err.code === '22P02')) {
-        return fail(400, { values: echo(fields), errors: {}, message: `The database refused the change: ${err.message}` });
+      if (
+        err instanceof postgres.PostgresError &&
+        (err.code === '23514' || err.code === '23505' || err.code === '22P02')
+      ) {
+        return fail(400, {
+          values: echo(fields),
+          errors: {},
+          message: `The database refused the change: ${err.message}`,
+        });
       }
       throw err;
     }

@@ -31,6 +31,13 @@ export const load = (async ({ locals, params, url, depends }) => {
     if (!sensor) error(404, 'No such sensor on this site, or you are not a member of the site.');
     const started = performance.now();
     const series = await loadReadings(tx, sensor.id, from, to);
-    return { sensor, range, from: from.getTime(), to: to.getTime(), series, queryMs: Math.round(performance.now() - started) };
+    return {
+      sensor,
+      range,
+      from: from.getTime(),
+      to: to.getTime(),
+      series,
+      queryMs: Math.round(performance.now() - started),
+    };
   });
 }) satisfies PageServerLoad;
