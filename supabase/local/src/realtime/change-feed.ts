@@ -175,7 +175,8 @@ export async function startChangeFeed(
       delivered = dispatched = 0n;
       sink.onConnect();
       await current.closed;
-      sink.onDisconnect();
+      // Closed by stop(): an intended end, not a loss to report.
+      if (!stopped) sink.onDisconnect();
       session = undefined;
       waiting = false;
       await current.end();
@@ -187,7 +188,7 @@ export async function startChangeFeed(
   sink.onConnect();
   const loop = (async () => {
     await first.closed;
-    sink.onDisconnect();
+    if (!stopped) sink.onDisconnect();
     session = undefined;
     waiting = false;
     await first.end();
