@@ -34,3 +34,11 @@ export const parsingLogKinds = [
   'invalid_topic',
 ] as const;
 export type ParsingLogKind = (typeof parsingLogKinds)[number];
+
+/** gateway.presence, datalogger.presence, sensor.presence: reporting within the expected interval or not. */
+export const devicePresences = ['online', 'offline'] as const;
+export type DevicePresence = (typeof devicePresences)[number];
+
+/** backfill_run.state: a pattern's replay of archived messages. */
+export const backfillStates = ['queued', 'running', 'done', 'failed'] as const;
+export type BackfillState = (typeof backfillStates)[number];

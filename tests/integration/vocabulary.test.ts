@@ -1,6 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtInParsers } from '@bfg/ingestor/parsers';
-import { connectionEvents, connectionStatuses, logLevels, parsingLogKinds } from '@bfg/ingestor/vocabulary';
+import {
+  backfillStates,
+  connectionEvents,
+  connectionStatuses,
+  devicePresences,
+  logLevels,
+  parsingLogKinds,
+} from '@bfg/ingestor/vocabulary';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { newConnection, newSite } from '../support/factories.ts';
 
@@ -33,6 +40,10 @@ describe('vocabularies match the schema', () => {
     ['mqtt_connection_log', 'event', connectionEvents],
     ['mqtt_connection_log', 'level', logLevels],
     ['mqtt_parsing_log', 'kind', parsingLogKinds],
+    ['gateway', 'presence', devicePresences],
+    ['datalogger', 'presence', devicePresences],
+    ['sensor', 'presence', devicePresences],
+    ['backfill_run', 'state', backfillStates],
   ] as const)('%s.%s', async (table, column, words) => {
     expect([...(await allowed(table, column))].sort()).toEqual([...words].sort());
   });

@@ -58,6 +58,7 @@ export async function upsertGateways(tx: TransactionSql, rows: GatewayUpsert[]):
                                                  firmware text, uptime_s bigint, rssi_dbm integer, status_at timestamptz)
     on conflict (site_id, ident) do update set
       last_seen_at = greatest(g.last_seen_at, excluded.last_seen_at),
+      ${tx.unsafe(presenceOnline('g'))},
       online = case when excluded.status_at >= coalesce(g.status_at, '-infinity') then coalesce(excluded.online, g.online) else g.online end,
       firmware = coalesce(excluded.firmware, g.firmware),
       uptime_s = coalesce(excluded.uptime_s, g.uptime_s),
@@ -65,6 +66,16 @@ export async function upsertGateways(tx: TransactionSql, rows: GatewayUpsert[]):
       status_at = greatest(g.status_at, excluded.status_at)
     returning id::text as id, site_id::text as "siteId", ident`;
   return new Map(result.map((r) => [`${r.siteId}/${r.ident}`, r.id]));
+}
+
+/**
+ * A message at least as new as the last one brings an offline device back online (the staleness
+ * job set it offline). A replayed or late message that is older does not: it says nothing about now.
+ */
+function presenceOnline(alias: 'g' | 'd'): string {
+  const fresh = `excluded.last_seen_at >= ${alias}.last_seen_at`;
+  return `presence = case when ${fresh} then 'online' else ${alias}.presence end,
+      presence_changed_at = case when ${fresh} and ${alias}.presence <> 'online' then now() else ${alias}.presence_changed_at end`;
 }
 
 export async function upsertDataloggers(tx: TransactionSql, rows: DataloggerUpsert[]): Promise<Map<string, string>> {
@@ -87,6 +98,7 @@ export async function upsertDataloggers(tx: TransactionSql, rows: DataloggerUpse
                                                  model text, serial text, firmware text, interval_s integer, info_at timestamptz)
     on conflict (gateway_id, ident) do update set
       last_seen_at = greatest(d.last_seen_at, excluded.last_seen_at),
+      ${tx.unsafe(presenceOnline('d'))},
       model = coalesce(excluded.model, d.model),
       serial = coalesce(excluded.serial, d.serial),
       firmware = coalesce(excluded.firmware, d.firmware),

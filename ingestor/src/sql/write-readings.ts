@@ -37,7 +37,11 @@ export async function updateLatestValues(tx: TransactionSql, rows: ReadingInsert
     update sensor s set
       last_value = case when s.last_value_at is null or v.ts >= s.last_value_at then v.value else s.last_value end,
       last_quality = case when s.last_value_at is null or v.ts >= s.last_value_at then ${tx.unsafe(QUALITY_SQL)} else s.last_quality end,
-      last_value_at = greatest(s.last_value_at, v.ts)
+      last_value_at = greatest(s.last_value_at, v.ts),
+      -- A new value brings an offline sensor back online; a late, older one does not.
+      presence = case when s.last_value_at is null or v.ts >= s.last_value_at then 'online' else s.presence end,
+      presence_changed_at = case when (s.last_value_at is null or v.ts >= s.last_value_at) and s.presence <> 'online'
+                                 then now() else s.presence_changed_at end
     from unnest(
       ${rows.map((r) => r.sensorId)}::bigint[], ${rows.map((r) => r.ts.toISOString())}::timestamptz[],
       ${rows.map((r) => r.value)}::float8[], ${rows.map((r) => qualityCode(r.quality))}::int2[]) as v (id, ts, value, q)
