@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getFreePort, migrate } from '@bfg/local';
 import { dataloggerState, gatewayState, sensorState } from '../../web/src/lib/staleness.ts';
 import { anonClaims, asClaims, newUser, serviceClaims, userClaims, type Claims } from '../support/claims.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { addMember, newConnection, newDeviceTree, newSite } from '../support/factories.ts';
+import { startSystemPostgres, systemPostgresBinDir } from '../support/system-postgres.ts';
+import { makeTempDir } from '../support/temp-dir.ts';
 
 /**
  * SQL integrations (issue 11): the stable views and the bfg_reader role. Readers are real login
@@ -596,5 +599,69 @@ describe('the views as a contract', () => {
       (tx) => tx<{ n: number }[]>`select events_last_hour::int as n from connection_health`,
     );
     expect(counts).toEqual([{ n: 3 }]);
+  });
+});
+
+// Supabase runs Postgres 15, whose role membership rules (SET ROLE, inheritance) predate 16's: the
+// reader's isolation is proved there too (skipped, as in migrations.test.ts, without postgresql-15).
+const pg15 = systemPostgresBinDir(15);
+describe.skipIf(!pg15)('on Postgres 15', () => {
+  it('a reader sees only its bound site, whatever claims or role it tries; a member through the views likewise', async () => {
+    const dir = await makeTempDir('sql-integrations-pg15');
+    const password = randomBytes(12).toString('hex');
+    const server = await startSystemPostgres({ binDir: pg15!, baseDir: dir.path, port: await getFreePort(), password });
+    const sql = postgres(server.url('postgres'), { max: 1, onnotice: () => undefined });
+    let reader: Sql | undefined;
+    try {
+      const [version] = await sql<
+        { major: number }[]
+      >`select current_setting('server_version_num')::int / 10000 as major`;
+      expect(version!.major).toBe(15);
+      await migrate(sql);
+      const a = await newSite(sql);
+      const b = await newSite(sql);
+      for (const site of [a, b]) {
+        const conn = await newConnection(sql, site.id);
+        await newDeviceTree(sql, site.id);
+        await sql`insert into mqtt_connection_log (connection_id, level, event) values (${conn.id}, 'error', 'error')`;
+        await sql`select set_mqtt_connection_secret(${conn.id}, 'broker-password')`;
+      }
+      const memberId = await newUser(sql);
+      await addMember(sql, a.id, memberId);
+      const readerPassword = randomBytes(12).toString('hex');
+      await sql.unsafe(`create role pg15_reader login password '${readerPassword}' in role bfg_reader`);
+      await sql`select bind_sql_reader('pg15_reader', ${[a.slug]})`;
+      const url = new URL(server.url('postgres'));
+      url.username = 'pg15_reader';
+      url.password = readerPassword;
+      reader = postgres(url.toString(), { max: 1, onnotice: () => undefined });
+
+      expect(await probe(reader, slugsPerView)).toEqual(only(a.slug));
+      const forged = await probe(reader, async (tx) => {
+        await tx`select set_config('request.jwt.claims', ${JSON.stringify(userClaims(memberId, { admin: true }))}, true)`;
+        return slugsPerView(tx);
+      });
+      expect(forged).toEqual(only(a.slug));
+      for (const role of ['authenticated', 'service_role']) {
+        expect(await probe(reader, (tx) => tx.unsafe(`set local role ${role}`)), role).toBe(PERMISSION_DENIED);
+      }
+      expect(
+        await probe(reader, async (tx) => {
+          await tx`set local role bfg_reader`;
+          return slugsPerView(tx);
+        }),
+      ).toEqual(only());
+      expect(await probe(reader, (tx) => tx`select password from mqtt_connection_secret`)).toBe(PERMISSION_DENIED);
+      expect(await probe(reader, (tx) => tx`update sensor set last_value = 0`)).toBe(PERMISSION_DENIED);
+      expect(await probe(reader, (tx) => tx`select bind_sql_reader('pg15_reader', ${[b.slug]})`)).toBe(
+        PERMISSION_DENIED,
+      );
+      expect(await asClaims(sql, userClaims(memberId), slugsPerView)).toEqual(only(a.slug));
+    } finally {
+      await reader?.end({ timeout: 5 });
+      await sql.end();
+      await server.stop();
+      await dir.remove();
+    }
   });
 });
