@@ -1,11 +1,19 @@
+import type { TransactionSql } from 'postgres';
 import type { Db } from './db.ts';
 import { isConnectionError } from './db.ts';
 import { backoffDelay } from './backoff.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { ProcessedMessage } from './message-pipeline.ts';
+import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import type { ParsingLogUpsert } from './sql/write-logs.ts';
-import { StaleSensorCacheError, aggregateFailures, writeBatch, type SensorIdCache } from './write-batch.ts';
+import {
+  StaleSensorCacheError,
+  aggregateFailures,
+  writeBatch,
+  type BatchStats,
+  type SensorIdCache,
+} from './write-batch.ts';
 
 interface Pending {
   message: ProcessedMessage;
@@ -22,6 +30,7 @@ export interface BatchWriterOptions {
   maxRetryDelayMs: number;
   /** Called with the aggregated parsing failures of each committed batch (for the parsing log file). */
   onParsingFailures?: (rows: ParsingLogUpsert[]) => void;
+  metrics?: Pick<IngestorMetrics, 'batchCommitted' | 'databaseError' | 'messageRefused'>;
 }
 
 export class WriterClosedError extends Error {
@@ -50,11 +59,13 @@ export class BatchWriter {
   private readonly sql: Db;
   private readonly logger: Logger;
   private readonly options: BatchWriterOptions;
+  private readonly metrics: Pick<IngestorMetrics, 'batchCommitted' | 'databaseError' | 'messageRefused'>;
 
   constructor(sql: Db, logger: Logger, options: BatchWriterOptions) {
     this.sql = sql;
     this.logger = logger;
     this.options = options;
+    this.metrics = options.metrics ?? noMetrics;
   }
 
   submit(message: ProcessedMessage): Promise<void> {
@@ -140,7 +151,7 @@ export class BatchWriter {
     let outageLogged = false;
     for (let attempt = 0; ; attempt++) {
       try {
-        const stats = await this.sql.begin((tx) =>
+        const stats = await this.commit(batch.length, (tx) =>
           writeBatch(
             tx,
             batch.map((p) => p.message),
@@ -163,6 +174,7 @@ export class BatchWriter {
           this.sensorIds.clear();
           continue;
         }
+        this.metrics.databaseError('write');
         if (!isConnectionError(err)) {
           await this.writeOneByOne(batch, coerceError(err));
           return;
@@ -196,9 +208,10 @@ export class BatchWriter {
     );
     for (const p of batch) {
       try {
-        await this.sql.begin((tx) => writeBatch(tx, [p.message], this.sensorIds));
+        await this.commit(1, (tx) => writeBatch(tx, [p.message], this.sensorIds));
         p.resolve();
       } catch (err) {
+        this.metrics.databaseError('write');
         if (isConnectionError(err)) {
           p.reject(coerceError(err));
           continue;
@@ -215,9 +228,11 @@ export class BatchWriter {
             fingerprint: `processing:${(err as { code?: string }).code ?? 'unknown'}:${p.message.matchedTopicId ?? p.message.topic}`,
           },
         };
+        this.metrics.messageRefused(failed.connectionId);
         try {
-          await this.sql.begin((tx) => writeBatch(tx, [failed], this.sensorIds));
+          await this.commit(1, (tx) => writeBatch(tx, [failed], this.sensorIds));
         } catch (logErr) {
+          this.metrics.databaseError('write');
           this.logger.error(
             { err: coerceError(logErr), topic: failed.topic },
             'could not record a refused message; dropping it',
@@ -226,6 +241,14 @@ export class BatchWriter {
         p.resolve();
       }
     }
+  }
+
+  /** One write transaction, timed for the metrics when it commits. */
+  private async commit(messages: number, write: (tx: TransactionSql) => Promise<BatchStats>): Promise<BatchStats> {
+    const started = performance.now();
+    const result = await this.sql.begin(write);
+    this.metrics.batchCommitted(messages, (performance.now() - started) / 1000);
+    return result;
   }
 
   private sleep(ms: number): Promise<void> {

@@ -6,9 +6,11 @@ import { describeCode, type BrokerSubscriptions, type SubscriptionChange } from 
 import { CoalescingRunner } from './coalescing-runner.ts';
 import type { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
-import type { LogLevel } from './vocabulary.ts';
+import type { ObservedConnection } from './health.ts';
+import type { ConnectionStatus, LogLevel } from './vocabulary.ts';
 import type { Logger } from './logger.ts';
 import { processMessage, type ConnectionContext } from './message-pipeline.ts';
+import type { IngestorMetrics } from './metrics.ts';
 import type { ParserRegistry } from './parsers/registry.ts';
 import type { ConnectionRow } from './sql/connections.ts';
 import type { StatusReporter } from './status-reporter.ts';
@@ -20,6 +22,7 @@ export interface SessionDeps {
   reporter: StatusReporter;
   registry: ParserRegistry;
   logger: Logger;
+  metrics: Pick<IngestorMetrics, 'messageProcessed' | 'connectionStatus' | 'reconnectAttempt'>;
   options: { maxPayloadBytes: number; archiveUnmatched: boolean; reconnectMaxMs: number; receiveMaximum: number };
 }
 
@@ -57,6 +60,10 @@ export class BrokerSession {
   private stopping = false;
   private paused = false;
   private lastError: string | null = null;
+  /** The status last reported, and since when the session is not connected (unset while it is). */
+  private status: ConnectionStatus = 'connecting';
+  private statusDetail: string | null = null;
+  private notConnectedSince: Date | undefined = new Date();
   private retryTimer: NodeJS.Timeout | undefined;
   /** Subscription syncs run one at a time; requests meanwhile merge into one more run. */
   private readonly syncs = new CoalescingRunner(() => this.syncOnce());
@@ -93,6 +100,17 @@ export class BrokerSession {
 
   get id(): string {
     return this.row.id;
+  }
+
+  /** What this process knows of the connection right now (for /healthz). */
+  get observed(): ObservedConnection {
+    return {
+      id: this.row.id,
+      site: this.row.siteSlug,
+      status: this.status,
+      detail: this.statusDetail,
+      notConnectedSince: this.notConnectedSince,
+    };
   }
 
   /** The row this session follows; its filters may change without a restart (`update`). */
@@ -242,6 +260,7 @@ export class BrokerSession {
         'reconnect',
         'info',
       );
+      this.deps.metrics.reconnectAttempt(this.row.id);
       this.client?.reconnect();
     }, delay);
   }
@@ -255,6 +274,7 @@ export class BrokerSession {
       this.deps.registry,
       this.deps.options,
     );
+    this.deps.metrics.messageProcessed(processed);
     this.deps.discovery.record(processed);
     this.deps.reporter.touch(this.row.id, receivedAt);
     const committed = this.deps.writer.submit(processed);
@@ -308,11 +328,16 @@ export class BrokerSession {
   }
 
   private report(
-    status: Parameters<StatusReporter['report']>[0]['status'],
+    status: ConnectionStatus,
     detail: string,
     event: Parameters<StatusReporter['report']>[0]['event'],
     level: LogLevel,
   ): void {
+    if (status === 'connected') this.notConnectedSince = undefined;
+    else this.notConnectedSince ??= new Date();
+    this.status = status;
+    this.statusDetail = detail;
+    this.deps.metrics.connectionStatus(this.row.id, this.row.siteSlug, status);
     this.log[level]({ status, event }, detail);
     this.deps.reporter.report({ connectionId: this.row.id, status, detail, event, level });
   }

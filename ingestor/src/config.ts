@@ -6,7 +6,7 @@ import { parseEnv } from './env.ts';
 const ms = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
 const count = (fallback: number) => z.coerce.number().int().min(1).default(fallback);
 
-const envSchema = z.object({
+export const envSchema = z.object({
   /** Postgres to ingest into, as a role that bypasses RLS (Supabase: the `postgres` connection string). */
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }),
   /** Names this process in mqtt_connection_log and the logs. */
@@ -45,6 +45,25 @@ const envSchema = z.object({
    * carries their latest state. Fractions allowed (0.5 = one message every 2 s).
    */
   BFG_REALTIME_MAX_RATE: z.coerce.number().min(0.1).max(100).default(4),
+  /**
+   * Port of the HTTP server with /healthz and /metrics; unset, there is none. 0 takes any free
+   * port (logged at start).
+   */
+  BFG_HTTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /**
+   * Address the HTTP server listens on. Loopback by default, so a local run exposes nothing; in a
+   * container set 0.0.0.0 so that the health check and Prometheus can reach it.
+   */
+  BFG_HTTP_HOST: z.string().min(1).default('127.0.0.1'),
+  /**
+   * Seconds an active connection may be not connected (just activated, restarted with new
+   * settings, or its broker just lost) before /healthz counts it as unhealthy.
+   */
+  BFG_HEALTH_GRACE_S: z.coerce.number().min(0).default(30),
+  /** Report unexpected errors (and uncaught exceptions) to Sentry; unset, nothing is sent. */
+  SENTRY_DSN: z.url({ protocol: /^https?$/ }).optional(),
+  /** Sentry's environment tag (e.g. production, staging); Sentry's default when unset. */
+  SENTRY_ENVIRONMENT: z.string().min(1).max(64).optional(),
 });
 
 export type IngestorConfig = Readonly<z.infer<typeof envSchema>>;

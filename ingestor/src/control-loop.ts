@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import { backoffDelay } from './backoff.ts';
-import type { Db } from './db.ts';
+import { failureLevel, isDatabaseError, type Db } from './db.ts';
 import { CoalescingRunner } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import type { Supervisor } from './supervisor.ts';
 
 /** Channels the schema's triggers notify on (supabase/migrations). */
@@ -29,12 +30,19 @@ export class ControlLoop {
   private readonly supervisor: Supervisor;
   private readonly logger: Logger;
   private readonly options: { sweepMs: number };
+  private readonly metrics: Pick<IngestorMetrics, 'databaseError'>;
 
-  constructor(sql: Db, supervisor: Supervisor, logger: Logger, options: { sweepMs: number }) {
+  constructor(
+    sql: Db,
+    supervisor: Supervisor,
+    logger: Logger,
+    options: { sweepMs: number; metrics?: Pick<IngestorMetrics, 'databaseError'> },
+  ) {
     this.sql = sql;
     this.supervisor = supervisor;
     this.logger = logger;
     this.options = options;
+    this.metrics = options.metrics ?? noMetrics;
   }
 
   async start(): Promise<void> {
@@ -58,7 +66,11 @@ export class ControlLoop {
       await this.supervisor.reconcile();
       this.logger.debug({ reason }, 'reconciled');
     } catch (err) {
-      this.logger.warn({ err: coerceError(err), reason }, 'reconcile failed; the next notification or sweep retries');
+      if (isDatabaseError(err)) this.metrics.databaseError('reconcile');
+      this.logger[failureLevel(err)](
+        { err: coerceError(err), reason },
+        'reconcile failed; the next notification or sweep retries',
+      );
     }
   }
 

@@ -61,3 +61,17 @@ export function isConnectionError(err: unknown): boolean {
     code === 'EAI_AGAIN'
   );
 }
+
+/**
+ * The level at which to log a failed database operation that will be retried: Postgres being away
+ * is expected (warn); anything else — a query the schema refuses, a bug — is unexpected (error,
+ * which goes to Sentry when SENTRY_DSN is set).
+ */
+export function failureLevel(err: unknown): 'warn' | 'error' {
+  return isConnectionError(err) ? 'warn' : 'error';
+}
+
+/** An error Postgres sent, or a failure to reach it (not, say, a bug in our own code). */
+export function isDatabaseError(err: unknown): boolean {
+  return err instanceof postgres.PostgresError || isConnectionError(err);
+}

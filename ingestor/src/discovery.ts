@@ -1,7 +1,8 @@
-import type { Db } from './db.ts';
+import { failureLevel, type Db } from './db.ts';
 import { PeriodicWriter } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import type { ProcessedMessage } from './message-pipeline.ts';
 import { upsertDiscoveredTopics, type DiscoveredTopicUpsert } from './sql/upsert-discovered-topics.ts';
 
@@ -26,11 +27,17 @@ export class DiscoveryAggregator {
   private readonly sql: Db;
   private readonly logger: Logger;
   private readonly options: { flushMs: number; maxTopics: number };
+  private readonly metrics: Pick<IngestorMetrics, 'databaseError'>;
 
-  constructor(sql: Db, logger: Logger, options: { flushMs: number; maxTopics: number }) {
+  constructor(
+    sql: Db,
+    logger: Logger,
+    options: { flushMs: number; maxTopics: number; metrics?: Pick<IngestorMetrics, 'databaseError'> },
+  ) {
     this.sql = sql;
     this.logger = logger;
     this.options = options;
+    this.metrics = options.metrics ?? noMetrics;
     this.writer = new PeriodicWriter(() => this.writeOnce(), this.options.flushMs);
   }
 
@@ -116,7 +123,8 @@ export class DiscoveryAggregator {
         this.dropped = 0;
       }
     } catch (err) {
-      this.logger.warn(
+      this.metrics.databaseError('discovery');
+      this.logger[failureLevel(err)](
         { err: coerceError(err), topics: batch.size },
         'discovery flush failed; keeping aggregates for the next one',
       );

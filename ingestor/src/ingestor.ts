@@ -4,7 +4,10 @@ import { ControlLoop } from './control-loop.ts';
 import { createDb, type Db } from './db.ts';
 import { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
+import { assessHealth, checkDatabase } from './health.ts';
+import { startHttpServer, type RunningHttpServer } from './http-server.ts';
 import { createFileLogger, flushLogger, type Logger } from './logger.ts';
+import { noMetrics, PrometheusMetrics, type IngestorMetrics } from './metrics.ts';
 import { defaultParserRegistry, type ParserRegistry } from './parsers/registry.ts';
 import { SiteChangeBroadcaster } from './site-change-broadcaster.ts';
 import { StatusReporter } from './status-reporter.ts';
@@ -15,6 +18,8 @@ export interface Ingestor {
   readonly supervisor: Supervisor;
   readonly writer: BatchWriter;
   readonly controlLoop: ControlLoop;
+  /** Where /healthz and /metrics are served once started (undefined when BFG_HTTP_PORT is unset). */
+  readonly httpAddress: { host: string; port: number } | undefined;
   start(): Promise<void>;
   /**
    * Graceful stop: stop reading from brokers, write (and acknowledge) what was received, end the
@@ -30,6 +35,12 @@ export function createIngestor(
   options: { registry?: ParserRegistry } = {},
 ): Ingestor {
   const sql = createDb(config.DATABASE_URL);
+  // Metrics are kept only when something can read them (the HTTP server is on).
+  const prometheus =
+    config.BFG_HTTP_PORT === undefined
+      ? undefined
+      : new PrometheusMetrics({ pendingMessages: (): number => writer.pending });
+  const metrics: IngestorMetrics = prometheus ?? noMetrics;
   const connectionFile = createFileLogger(config.BFG_LOG_DIR, 'connections', 'info');
   const parsingFile = createFileLogger(config.BFG_LOG_DIR, 'parsing', 'info');
   const writer = new BatchWriter(sql, logger.child({ component: 'writer' }), {
@@ -37,6 +48,7 @@ export function createIngestor(
     maxWaitMs: config.BFG_BATCH_MAX_WAIT_MS,
     maxPending: config.BFG_MAX_PENDING_MESSAGES,
     maxRetryDelayMs: 5_000,
+    metrics,
     onParsingFailures: (rows) => {
       for (const row of rows) {
         parsingFile.warn(
@@ -56,10 +68,12 @@ export function createIngestor(
   const discovery = new DiscoveryAggregator(sql, logger.child({ component: 'discovery' }), {
     flushMs: config.BFG_DISCOVERY_FLUSH_MS,
     maxTopics: config.BFG_DISCOVERY_MAX_TOPICS,
+    metrics,
   });
   const reporter = new StatusReporter(sql, connectionFile, logger.child({ component: 'status' }), {
     instance: config.BFG_INSTANCE_ID,
     flushMs: config.BFG_STATUS_FLUSH_MS,
+    metrics,
   });
   const supervisor = new Supervisor(sql, {
     writer,
@@ -67,6 +81,7 @@ export function createIngestor(
     reporter,
     registry: options.registry ?? defaultParserRegistry,
     logger: logger.child({ component: 'session' }),
+    metrics,
     options: {
       maxPayloadBytes: config.BFG_MAX_PAYLOAD_BYTES,
       archiveUnmatched: config.BFG_ARCHIVE_UNMATCHED,
@@ -76,23 +91,60 @@ export function createIngestor(
   });
   const controlLoop = new ControlLoop(sql, supervisor, logger.child({ component: 'control-loop' }), {
     sweepMs: config.BFG_SWEEP_INTERVAL_MS,
+    metrics,
   });
   const broadcaster = new SiteChangeBroadcaster(sql, logger.child({ component: 'site-changes' }), {
     maxRatePerSite: config.BFG_REALTIME_MAX_RATE,
+    metrics,
   });
+
+  const startedAt = new Date();
+  let stopping = false;
+  let http: RunningHttpServer | undefined;
+  const routes = {
+    async health() {
+      const database = await checkDatabase(sql);
+      return assessHealth(
+        {
+          database,
+          connections: supervisor.observed(),
+          lastReconcileAt: supervisor.lastReconciledAt,
+          startedAt,
+          stopping,
+        },
+        new Date(),
+        { graceMs: config.BFG_HEALTH_GRACE_S * 1000, sweepMs: config.BFG_SWEEP_INTERVAL_MS },
+      );
+    },
+    async metrics() {
+      return { contentType: prometheus!.contentType, body: await prometheus!.render() };
+    },
+  };
 
   return {
     sql,
     supervisor,
     writer,
     controlLoop,
+    get httpAddress() {
+      return http?.address;
+    },
     async start() {
+      // First, so that a port in use fails the start before any broker is connected.
+      if (config.BFG_HTTP_PORT !== undefined)
+        http = await startHttpServer(
+          { host: config.BFG_HTTP_HOST, port: config.BFG_HTTP_PORT },
+          routes,
+          logger.child({ component: 'http' }),
+        );
       discovery.start();
       reporter.start();
       await controlLoop.start();
       await broadcaster.start();
     },
     async stop() {
+      // /healthz says 503 from now on; /metrics keeps answering while the last writes go out.
+      stopping = true;
       await controlLoop.stop();
       supervisor.pauseAll();
       await writer.close(10_000).catch((err: unknown) => logger.error({ err: coerceError(err) }, 'final write failed'));
@@ -102,6 +154,7 @@ export function createIngestor(
       // After every other final write, so the pages get those too.
       await broadcaster.stop();
       await Promise.all([flushLogger(connectionFile), flushLogger(parsingFile)]);
+      await http?.close();
       await sql.end({ timeout: 5 });
     },
   };

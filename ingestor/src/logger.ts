@@ -25,9 +25,41 @@ const REDACT = [
   '*.DATABASE_URL',
 ];
 
-/** The root logger: JSON lines on stdout. */
-export function createRootLogger(level: string, bindings: Record<string, unknown>): Logger {
-  return pino({ level, base: bindings, redact: { paths: REDACT, censor: '[redacted]' } });
+/**
+ * Called for every line at level error or fatal that carries an `err` — by convention, in the
+ * ingestor, an unexpected error (expected trouble, a broker or Postgres being away, is logged at
+ * warn, or at error without an `err`). `context` holds the logger's bindings (component,
+ * connectionId, …) and the line's other fields.
+ */
+export type ErrorSink = (err: Error, message: string, context: Record<string, unknown>) => void;
+
+const ERROR_LEVEL = 50;
+
+/** The root logger: JSON lines on stdout; unexpected errors also go to `onError` (Sentry). */
+export function createRootLogger(
+  level: string,
+  bindings: Record<string, unknown>,
+  options: { onError?: ErrorSink } = {},
+): Logger {
+  const { onError } = options;
+  return pino({
+    level,
+    base: bindings,
+    redact: { paths: REDACT, censor: '[redacted]' },
+    ...(onError && {
+      hooks: {
+        logMethod(args, method, methodLevel) {
+          const [fields, message] = args;
+          if (methodLevel >= ERROR_LEVEL && typeof fields === 'object' && fields !== null) {
+            const { err, ...rest } = fields as Record<string, unknown>;
+            if (err instanceof Error)
+              onError(err, typeof message === 'string' ? message : err.message, { ...this.bindings(), ...rest });
+          }
+          method.apply(this, args);
+        },
+      },
+    }),
+  });
 }
 
 /**

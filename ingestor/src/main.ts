@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 import { ConfigError, loadIngestorConfig } from './config.ts';
+import { startErrorReporting } from './error-reporting.ts';
 import { coerceError } from './errors.ts';
 import { createIngestor } from './ingestor.ts';
 import { createRootLogger } from './logger.ts';
+
+/** How long the last error reports may take to send on the way out. */
+const REPORT_FLUSH_MS = 2_000;
 
 /** `npm run ingestor` / `bfg-ingestor`: env → ingestor → run until SIGTERM/SIGINT. */
 async function main(): Promise<void> {
@@ -17,8 +21,20 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createRootLogger(config.BFG_LOG_LEVEL, { service: 'bfg-ingestor', instance: config.BFG_INSTANCE_ID });
+  // Sentry first (when SENTRY_DSN is set), so it sees everything from here on: errors logged at
+  // level error with an `err` (see ErrorSink), uncaught exceptions and unhandled rejections.
+  const reporting = await startErrorReporting({
+    dsn: config.SENTRY_DSN,
+    environment: config.SENTRY_ENVIRONMENT,
+    serverName: config.BFG_INSTANCE_ID,
+  });
+  const logger = createRootLogger(
+    config.BFG_LOG_LEVEL,
+    { service: 'bfg-ingestor', instance: config.BFG_INSTANCE_ID },
+    { ...(reporting && { onError: reporting.capture }) },
+  );
   const ingestor = createIngestor(config, logger);
+  const closeReporting = () => reporting?.close(REPORT_FLUSH_MS).catch(() => undefined);
 
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -28,21 +44,31 @@ async function main(): Promise<void> {
     }
     stopping = true;
     logger.info({ signal }, 'stopping: no new messages, writing what was received, ending broker clients');
-    ingestor.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exitCode = 0;
-      },
-      (err: unknown) => {
-        logger.error({ err: coerceError(err) }, 'unclean stop');
-        process.exitCode = 1;
-      },
-    );
+    void ingestor
+      .stop()
+      .then(
+        () => {
+          logger.info('stopped');
+          process.exitCode = 0;
+        },
+        (err: unknown) => {
+          logger.error({ err: coerceError(err) }, 'unclean stop');
+          process.exitCode = 1;
+        },
+      )
+      .then(closeReporting);
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
-  await ingestor.start();
+  try {
+    await ingestor.start();
+  } catch (err) {
+    // E.g. BFG_HTTP_PORT in use. Parts may have started; exit instead of leaving them running.
+    logger.error({ err: coerceError(err) }, 'bfg-ingestor failed to start');
+    await closeReporting();
+    process.exit(1);
+  }
   logger.info('ingestor started');
 }
 

@@ -1,8 +1,9 @@
 import { backoffDelay } from './backoff.ts';
 import { CoalescingRunner } from './coalescing-runner.ts';
-import type { Db } from './db.ts';
+import { failureLevel, type Db } from './db.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import { sendSiteChanges } from './sql/send-site-changes.ts';
 
 /** The channel the change-outbox triggers notify on (supabase/migrations/20261201000200_coalesced_site_changes.sql). */
@@ -13,6 +14,7 @@ export interface SiteChangeBroadcasterOptions {
   maxRatePerSite: number;
   /** A flush this often whatever else happens, in case a notification was lost (default 5 s). */
   sweepMs?: number;
+  metrics?: Pick<IngestorMetrics, 'databaseError'>;
 }
 
 /**
@@ -36,10 +38,12 @@ export class SiteChangeBroadcaster {
   private readonly sql: Db;
   private readonly logger: Logger;
   private readonly sweepMs: number;
+  private readonly metrics: Pick<IngestorMetrics, 'databaseError'>;
 
   constructor(sql: Db, logger: Logger, options: SiteChangeBroadcasterOptions) {
     this.sql = sql;
     this.logger = logger;
+    this.metrics = options.metrics ?? noMetrics;
     this.intervalMs = Math.max(1, Math.round(1000 / options.maxRatePerSite));
     this.sweepMs = options.sweepMs ?? 5_000;
   }
@@ -88,7 +92,11 @@ export class SiteChangeBroadcaster {
     try {
       return await sendSiteChanges(this.sql, this.intervalMs);
     } catch (err) {
-      this.logger.warn({ err: coerceError(err) }, 'sending site changes failed; the next nudge or sweep retries');
+      this.metrics.databaseError('site_changes');
+      this.logger[failureLevel(err)](
+        { err: coerceError(err) },
+        'sending site changes failed; the next nudge or sweep retries',
+      );
       return null;
     }
   }

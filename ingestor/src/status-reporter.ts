@@ -1,7 +1,8 @@
-import type { Db } from './db.ts';
+import { failureLevel, type Db } from './db.ts';
 import { PeriodicWriter } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import { writeLastMessageAt, writeStatusChanges, type StatusChange } from './sql/connections.ts';
 
 /** Log rows kept while the database is unreachable; the oldest go first past this. */
@@ -23,12 +24,19 @@ export class StatusReporter {
   private readonly fileLog: Logger;
   private readonly logger: Logger;
   private readonly options: { instance: string; flushMs: number };
+  private readonly metrics: Pick<IngestorMetrics, 'databaseError'>;
 
-  constructor(sql: Db, fileLog: Logger, logger: Logger, options: { instance: string; flushMs: number }) {
+  constructor(
+    sql: Db,
+    fileLog: Logger,
+    logger: Logger,
+    options: { instance: string; flushMs: number; metrics?: Pick<IngestorMetrics, 'databaseError'> },
+  ) {
     this.sql = sql;
     this.fileLog = fileLog;
     this.logger = logger;
     this.options = options;
+    this.metrics = options.metrics ?? noMetrics;
     this.writer = new PeriodicWriter(() => this.writeOnce(), this.options.flushMs);
   }
 
@@ -73,7 +81,8 @@ export class StatusReporter {
       if (latest.length > 0 || log.length > 0) await writeStatusChanges(this.sql, latest, log, this.options.instance);
       await writeLastMessageAt(this.sql, activity);
     } catch (err) {
-      this.logger.warn({ err: coerceError(err) }, 'could not write connection status; will retry');
+      this.metrics.databaseError('status');
+      this.logger[failureLevel(err)]({ err: coerceError(err) }, 'could not write connection status; will retry');
       for (const change of latest)
         if (!this.latest.has(change.connectionId)) this.latest.set(change.connectionId, change);
       this.log = [...log, ...this.log].slice(-MAX_PENDING_LOG_ROWS);

@@ -3,6 +3,7 @@ import { BrokerSession, type SessionDeps } from './broker-session.ts';
 import { settingsFingerprint } from './broker-options.ts';
 import { BrokerSubscriptions } from './broker-subscriptions.ts';
 import type { Db } from './db.ts';
+import type { ObservedConnection } from './health.ts';
 import {
   loadActiveConnections,
   loadActivePatterns,
@@ -25,6 +26,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private readonly sql: Db;
 
   private readonly deps: SessionDeps;
+  /** When a reconcile last succeeded (undefined until the first one). */
+  lastReconciledAt: Date | undefined;
 
   constructor(sql: Db, deps: SessionDeps) {
     super();
@@ -38,6 +41,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   session(id: string): BrokerSession | undefined {
     return this.sessions.get(id);
+  }
+
+  /** The state of every session, i.e. of each connection the table wanted active at the last reconcile. */
+  observed(): ObservedConnection[] {
+    return [...this.sessions.values()].map((s) => s.observed);
   }
 
   async reconcile(): Promise<void> {
@@ -77,6 +85,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       this.sessions.set(row.id, session);
       session.start();
     }
+    this.lastReconciledAt = new Date();
     this.emit('reconciled', { started, stopped, restarted });
   }
 

@@ -4,10 +4,11 @@ import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
-import { getFreePort, migrate, repoRoot, startEmbeddedPostgres, type RunningPostgres } from '@bfg/local';
+import { repoRoot } from '@bfg/local';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { connectionState, startIngestor, waitForStatus, type RunningIngestor } from '../support/ingestor.ts';
 import { startMosquitto, type RunningMosquitto } from '../support/mosquitto.ts';
+import { startOwnPostgres, type OwnPostgres } from '../support/own-postgres.ts';
 import { connectClient } from '../support/mqtt-client.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 import { waitFor } from '../support/wait-for.ts';
@@ -52,38 +53,10 @@ async function publishRange(client: MqttClient, topic: string, from: number, to:
 const storedCount = async (sql: postgres.Sql) =>
   (await sql<{ n: number }[]>`select count(*)::int as n from sensor_reading`)[0]!.n;
 
-/**
- * A migrated Postgres cluster of the test's own, which the test may stop and start again (the
- * shared test cluster must stay up for the other files).
- */
-async function ownPostgres(): Promise<{
-  url: string;
-  sql: postgres.Sql;
-  stop(): Promise<void>;
-  start(): Promise<void>;
-}> {
-  const dir = await makeTempDir('pg-outage');
-  cleanups.push(() => dir.remove());
-  const port = await getFreePort();
-  const password = randomBytes(12).toString('hex');
-  const start = () => startEmbeddedPostgres({ dataDir: path.join(dir.path, 'data'), port, password, ephemeral: true });
-  let server: RunningPostgres | undefined = await start();
-  cleanups.push(() => server?.stop() ?? Promise.resolve());
-  const url = server.urlFor('postgres');
-  const sql = postgres(url, { max: 2, onnotice: () => undefined });
-  cleanups.push(() => sql.end());
-  await migrate(sql);
-  return {
-    url,
-    sql,
-    async stop() {
-      await server?.stop();
-      server = undefined;
-    },
-    async start() {
-      server = await start();
-    },
-  };
+async function ownPostgres(): Promise<OwnPostgres> {
+  const pg = await startOwnPostgres();
+  cleanups.push(() => pg.remove());
+  return pg;
 }
 
 describe('no ack before commit', () => {

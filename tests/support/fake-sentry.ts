@@ -5,14 +5,17 @@ import { gunzipSync } from 'node:zlib';
 export interface FakeSentry {
   /** A DSN pointing here (project 1). */
   dsn: string;
-  /** GET it for every envelope received so far, as a JSON array of strings. */
+  /** GET it for every envelope received so far, as a JSON array of strings (from another process). */
   receivedUrl: string;
+  /** The envelopes received so far, as text (in the process that started it). */
+  readonly envelopes: readonly string[];
   close(): Promise<void>;
 }
 
 /**
  * A stand-in for Sentry's ingest endpoint on loopback: accepts envelopes (`/api/<project>/envelope/`)
  * and lists them, so a test can check that an unexpected error was reported — with no network.
+ * Used by the e2e stack (the dashboard's reports) and the ingestor's observability test.
  */
 export async function startFakeSentry(): Promise<FakeSentry> {
   const envelopes: string[] = [];
@@ -36,6 +39,7 @@ export async function startFakeSentry(): Promise<FakeSentry> {
   return {
     dsn: `http://e2epublickey@127.0.0.1:${port}/1`,
     receivedUrl: `http://127.0.0.1:${port}/received`,
+    envelopes,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

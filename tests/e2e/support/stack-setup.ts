@@ -2,7 +2,7 @@ import type { TestProject } from 'vitest/node';
 import { startLocalStack } from '@bfg/local';
 import { freePortStackConfig } from '../../support/local-stack-config.ts';
 import { makeTempDir } from '../../support/temp-dir.ts';
-import { startFakeSentry } from './fake-sentry.ts';
+import { startFakeSentry } from '../../support/fake-sentry.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
