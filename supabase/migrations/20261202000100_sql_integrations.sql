@@ -250,10 +250,10 @@ comment on column public.reading_named.site_slug is 'The site''s slug, the {site
 comment on column public.reading_named.site_name is 'Display name of the site (stable).';
 
 -- One row per sensor with its latest value, read from sensor.last_value (kept by the ingestor on
--- every flush), never from sensor_reading. The states follow the dashboard's rule
--- (web/src/lib/staleness.ts): a sensor or datalogger is stale after 3 of its datalogger's
--- intervals (60 s when it announced none) without data; a gateway is offline when its last status
--- said so, else stale after 300 s without a message.
+-- every flush), never from sensor_reading. The states are computed at query time from the times
+-- in the row: a sensor or datalogger is stale after 3 of its datalogger's intervals (60 s when it
+-- announced none) without data; a gateway is offline when its last status said so, else stale
+-- after 300 s without a message.
 create view public.sensor_latest with (security_invoker = true) as
 select
   s.id as sensor_id,
@@ -294,7 +294,7 @@ join public.gateway g on g.id = d.gateway_id
 join public.site st on st.id = s.site_id;
 
 comment on view public.sensor_latest is
-  'SQL integrations (stable: columns are only added, never renamed or removed). One row per sensor: its latest value and time (from sensor.last_value, not from the readings), online/stale states by the dashboard''s rule, and the names of its datalogger, gateway and site. security_invoker: RLS of the base tables applies to whoever queries.';
+  'SQL integrations (stable: columns are only added, never renamed or removed). One row per sensor: its latest value and time (from sensor.last_value, not from the readings), online/stale states computed at query time from the times in the row, and the names of its datalogger, gateway and site. security_invoker: RLS of the base tables applies to whoever queries.';
 comment on column public.sensor_latest.sensor_id is 'sensor.id (stable).';
 comment on column public.sensor_latest.sensor_ident is 'The sensor key in the datalogger''s messages, unique per datalogger (stable).';
 comment on column public.sensor_latest.sensor_name is 'Display name of the sensor, or null (stable).';
