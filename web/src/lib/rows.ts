@@ -12,8 +12,23 @@ const optionalAt = z.coerce.date().nullable().catch(null);
 const text = z.string().nullable();
 
 // The vocabularies of the schema's CHECK constraints, written once for ingestor and dashboard.
-export { connectionStatuses, logLevels, parsingLogKinds, type ConnectionStatus } from '@bfg/ingestor/vocabulary';
-import { connectionStatuses, logLevels, parsingLogKinds } from '@bfg/ingestor/vocabulary';
+export {
+  backfillStates,
+  connectionStatuses,
+  devicePresences,
+  logLevels,
+  parsingLogKinds,
+  type BackfillState,
+  type ConnectionStatus,
+  type DevicePresence,
+} from '@bfg/ingestor/vocabulary';
+import {
+  backfillStates,
+  connectionStatuses,
+  devicePresences,
+  logLevels,
+  parsingLogKinds,
+} from '@bfg/ingestor/vocabulary';
 
 export const connectionRow = z.object({
   id,
@@ -42,8 +57,9 @@ export type ConnectionRow = z.infer<typeof connectionRow>;
 
 // The keys of gatewayRow, dataloggerRow and sensorRow are also the columns the database puts in a
 // site's `changes` broadcast, and the only ones whose change sends one (private.shown_columns in
-// supabase/migrations/20261201000200_coalesced_site_changes.sql). Add a column here and there
-// together: tests/integration/realtime-sql.test.ts fails while the two lists differ.
+// supabase/migrations/20261201000200_coalesced_site_changes.sql, presence added in
+// 20261202000200_jobs.sql). Add a column here and there together:
+// tests/integration/realtime-sql.test.ts fails while the two lists differ.
 export const gatewayRow = z.object({
   id,
   site_id: id,
@@ -53,6 +69,7 @@ export const gatewayRow = z.object({
   firmware: text,
   rssi_dbm: int.nullable(),
   last_seen_at: at,
+  presence: z.enum(devicePresences),
 });
 export type GatewayRow = z.infer<typeof gatewayRow>;
 
@@ -65,6 +82,7 @@ export const dataloggerRow = z.object({
   model: text,
   interval_s: int.nullable(),
   last_seen_at: at,
+  presence: z.enum(devicePresences),
 });
 export type DataloggerRow = z.infer<typeof dataloggerRow>;
 
@@ -79,6 +97,7 @@ export const sensorRow = z.object({
   last_value: z.number().nullable(),
   last_value_at: optionalAt,
   last_quality: text,
+  presence: z.enum(devicePresences),
 });
 export type SensorRow = z.infer<typeof sensorRow>;
 
@@ -104,8 +123,26 @@ export const topicPatternRow = z.object({
   qos: int,
   is_active: z.boolean(),
   priority: int,
+  parser_config: z.record(z.string(), z.unknown()),
 });
 export type TopicPatternRow = z.infer<typeof topicPatternRow>;
+
+/** A pattern's replay of archived messages (its last run), written by the ingestor's backfill job once per batch. */
+export const backfillRunRow = z.object({
+  topic_id: id,
+  connection_id: id,
+  state: z.enum(backfillStates),
+  matched: int,
+  processed: int,
+  failed: int,
+  readings: int,
+  last_error: text,
+  requested_at: at,
+  started_at: optionalAt,
+  finished_at: optionalAt,
+  updated_at: at,
+});
+export type BackfillRunRow = z.infer<typeof backfillRunRow>;
 
 export const connectionLogRow = z.object({
   id,

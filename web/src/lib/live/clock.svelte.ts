@@ -1,8 +1,9 @@
 import { createSubscriber } from 'svelte/reactivity';
 
 /**
- * A shared "now" for relative times and staleness. It ticks only while something on the page
- * reads it, so a page with no times on it runs no timer.
+ * A shared "now" for relative times ("2 min ago"). It ticks only while something on the page
+ * reads it, so a page with no times on it runs no timer. (Whether a device is online is not a
+ * matter of the clock: the database says so, see presence.ts.)
  */
 class Clock {
   #now = Date.now();

@@ -1,58 +1,73 @@
 import type { TransactionSql } from 'postgres';
 import { z } from 'zod';
-import { connectionStatuses } from '../../rows.ts';
-import { DEFAULT_INTERVAL_S, GATEWAY_STALE_AFTER_S, MISSED_INTERVALS } from '../../staleness.ts';
+import { deviceState, gatewayState, type DeviceState } from '../../presence.ts';
+import { connectionStatuses, devicePresences } from '../../rows.ts';
 
 const count = z.coerce.number().int();
-export const siteSummary = z.object({
-  id: z.coerce.number().int(),
-  slug: z.string(),
-  name: z.string(),
-  connection_id: z.coerce.number().int().nullable(),
-  status: z.enum(connectionStatuses).nullable(),
-  status_detail: z.string().nullable(),
-  is_active: z.boolean().nullable(),
-  last_message_at: z.coerce.date().nullable(),
-  gateways_online: count,
-  gateways_stale: count,
-  gateways_offline: count,
-  dataloggers_online: count,
-  dataloggers_stale: count,
-  sensors_online: count,
-  sensors_stale: count,
-});
+
+/** Devices of one kind grouped by what decides their state, as the query returns them. */
+const presenceGroups = z.array(
+  z.object({ online: z.boolean().nullable().default(null), presence: z.enum(devicePresences), n: count }),
+);
+
+/** How many devices of a kind are online and offline, by the rule in presence.ts. */
+export interface StateCounts {
+  online: number;
+  offline: number;
+}
+
+function countStates(
+  groups: z.infer<typeof presenceGroups>,
+  stateOf: (group: z.infer<typeof presenceGroups>[number]) => DeviceState,
+): StateCounts {
+  const counts: StateCounts = { online: 0, offline: 0 };
+  for (const group of groups) counts[stateOf(group)] += group.n;
+  return counts;
+}
+
+export const siteSummary = z
+  .object({
+    id: z.coerce.number().int(),
+    slug: z.string(),
+    name: z.string(),
+    connection_id: z.coerce.number().int().nullable(),
+    status: z.enum(connectionStatuses).nullable(),
+    status_detail: z.string().nullable(),
+    is_active: z.boolean().nullable(),
+    last_message_at: z.coerce.date().nullable(),
+    gateway_groups: presenceGroups,
+    datalogger_groups: presenceGroups,
+    sensor_groups: presenceGroups,
+  })
+  .transform(({ gateway_groups, datalogger_groups, sensor_groups, ...site }) => ({
+    ...site,
+    gateways: countStates(gateway_groups, gatewayState),
+    dataloggers: countStates(datalogger_groups, deviceState),
+    sensors: countStates(sensor_groups, deviceState),
+  }));
 export type SiteSummary = z.infer<typeof siteSummary>;
 
 /**
  * The sites the user may see (RLS decides), with their connection's state and device counts by
- * state. The staleness rule is the one in staleness.ts, passed in as parameters.
+ * state. Postgres groups the devices by the columns their state depends on (a handful of groups
+ * per site); the state of each group comes from presence.ts, the rule the site page applies to
+ * live rows too.
  */
 export async function listSiteSummaries(tx: TransactionSql, siteId: number | null = null): Promise<SiteSummary[]> {
   const rows = await tx`
     select s.id, s.slug, s.name,
       c.id as connection_id, c.status, c.status_detail, c.is_active, c.last_message_at,
-      coalesce(g.online, 0) as gateways_online, coalesce(g.stale, 0) as gateways_stale, coalesce(g.offline, 0) as gateways_offline,
-      coalesce(d.online, 0) as dataloggers_online, coalesce(d.stale, 0) as dataloggers_stale,
-      coalesce(x.online, 0) as sensors_online, coalesce(x.stale, 0) as sensors_stale
+      (select coalesce(json_agg(json_build_object('online', g.online, 'presence', g.presence, 'n', g.n)), '[]')
+       from (select online, presence, count(*) as n from public.gateway where site_id = s.id group by online, presence) g
+      ) as gateway_groups,
+      (select coalesce(json_agg(json_build_object('presence', d.presence, 'n', d.n)), '[]')
+       from (select presence, count(*) as n from public.datalogger where site_id = s.id group by presence) d
+      ) as datalogger_groups,
+      (select coalesce(json_agg(json_build_object('presence', x.presence, 'n', x.n)), '[]')
+       from (select presence, count(*) as n from public.sensor where site_id = s.id group by presence) x
+      ) as sensor_groups
     from public.site s
     left join public.mqtt_connection c on c.site_id = s.id
-    left join lateral (
-      select count(*) filter (where online is not false and last_seen_at >= now() - make_interval(secs => ${GATEWAY_STALE_AFTER_S})) as online,
-             count(*) filter (where online is not false and last_seen_at < now() - make_interval(secs => ${GATEWAY_STALE_AFTER_S})) as stale,
-             count(*) filter (where online is false) as offline
-      from public.gateway where site_id = s.id
-    ) g on true
-    left join lateral (
-      select count(*) filter (where last_seen_at >= now() - make_interval(secs => ${MISSED_INTERVALS} * coalesce(interval_s, ${DEFAULT_INTERVAL_S}))) as online,
-             count(*) filter (where last_seen_at < now() - make_interval(secs => ${MISSED_INTERVALS} * coalesce(interval_s, ${DEFAULT_INTERVAL_S}))) as stale
-      from public.datalogger where site_id = s.id
-    ) d on true
-    left join lateral (
-      select count(*) filter (where x.last_value_at >= now() - make_interval(secs => ${MISSED_INTERVALS} * coalesce(dl.interval_s, ${DEFAULT_INTERVAL_S}))) as online,
-             count(*) filter (where x.last_value_at is null or x.last_value_at < now() - make_interval(secs => ${MISSED_INTERVALS} * coalesce(dl.interval_s, ${DEFAULT_INTERVAL_S}))) as stale
-      from public.sensor x join public.datalogger dl on dl.id = x.datalogger_id
-      where x.site_id = s.id
-    ) x on true
     where s.is_active and (${siteId}::bigint is null or s.id = ${siteId})
     order by s.name, s.id`;
   return z.array(siteSummary).parse(rows);
