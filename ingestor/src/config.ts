@@ -64,6 +64,27 @@ export const envSchema = z.object({
   SENTRY_DSN: z.url({ protocol: /^https?$/ }).optional(),
   /** Sentry's environment tag (e.g. production, staging); Sentry's default when unset. */
   SENTRY_ENVIRONMENT: z.string().min(1).max(64).optional(),
+  /** Run graphile-worker's jobs (replays, retention, staleness) in this process; `npm run worker` runs them alone. */
+  BFG_WORKER: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true'),
+  /** Jobs one worker process runs at once. */
+  BFG_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(32).default(2),
+  /** Archived messages replayed per transaction by a backfill. */
+  BFG_BACKFILL_BATCH: count(1_000),
+  /** How often devices that stopped reporting are marked offline. */
+  BFG_STALENESS_INTERVAL_S: z.coerce.number().int().min(1).default(30),
+  /** Readings older than this many days are dropped by whole monthly partitions; unset keeps everything. */
+  BFG_READING_RETENTION_DAYS: z.coerce.number().int().min(1).optional(),
+  /** Five-minute rollups older than this many days are deleted; unset keeps them (also past the readings). */
+  BFG_ROLLUP_RETENTION_DAYS: z.coerce.number().int().min(1).optional(),
+  /** Connection and parsing log rows older than this many days are pruned. */
+  BFG_LOG_RETENTION_DAYS: z.coerce.number().int().min(1).default(30),
+  /** Archived (unmatched) messages older than this many days are pruned. */
+  BFG_ARCHIVE_RETENTION_DAYS: z.coerce.number().int().min(1).default(7),
+  /** Archived messages kept per connection at most; the oldest go first. */
+  BFG_ARCHIVE_MAX_ROWS: count(100_000),
 });
 
 export type IngestorConfig = Readonly<z.infer<typeof envSchema>>;

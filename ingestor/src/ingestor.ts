@@ -11,6 +11,7 @@ import { noMetrics, PrometheusMetrics, type IngestorMetrics } from './metrics.ts
 import { defaultParserRegistry, type ParserRegistry } from './parsers/registry.ts';
 import { SiteChangeBroadcaster } from './site-change-broadcaster.ts';
 import { StatusReporter } from './status-reporter.ts';
+import { createJobService } from './jobs/service.ts';
 import { Supervisor } from './supervisor.ts';
 
 export interface Ingestor {
@@ -98,6 +99,15 @@ export function createIngestor(
     metrics,
   });
 
+  // Replays, retention and staleness (graphile-worker), unless this instance leaves them to others.
+  const jobs = config.BFG_WORKER
+    ? createJobService(config, {
+        sql,
+        registry: options.registry ?? defaultParserRegistry,
+        logger,
+      })
+    : undefined;
+
   const startedAt = new Date();
   let stopping = false;
   let http: RunningHttpServer | undefined;
@@ -141,11 +151,14 @@ export function createIngestor(
       reporter.start();
       await controlLoop.start();
       await broadcaster.start();
+      await jobs?.start();
     },
     async stop() {
       // /healthz says 503 from now on; /metrics keeps answering while the last writes go out.
       stopping = true;
       await controlLoop.stop();
+      // Running jobs end their current step (a replay its batch) while live messages still flow.
+      await jobs?.stop();
       supervisor.pauseAll();
       await writer.close(10_000).catch((err: unknown) => logger.error({ err: coerceError(err) }, 'final write failed'));
       await supervisor.stopAll('stopped: the ingestor is shutting down');

@@ -3,13 +3,24 @@ import { ConfigError, loadIngestorConfig } from './config.ts';
 import { startErrorReporting } from './error-reporting.ts';
 import { coerceError } from './errors.ts';
 import { createIngestor } from './ingestor.ts';
+import { createWorkerProcess } from './jobs/service.ts';
 import { createRootLogger } from './logger.ts';
 
 /** How long the last error reports may take to send on the way out. */
 const REPORT_FLUSH_MS = 2_000;
 
-/** `npm run ingestor` / `bfg-ingestor`: env → ingestor → run until SIGTERM/SIGINT. */
+/**
+ * `npm run ingestor` / `bfg-ingestor`: env → ingestor → run until SIGTERM/SIGINT.
+ * `npm run worker` / `bfg-ingestor worker`: the background jobs alone (then run the ingestors with
+ * BFG_WORKER=false, or keep both: jobs are shared through the database either way).
+ */
 async function main(): Promise<void> {
+  const mode = process.argv[2] ?? 'ingest';
+  if (mode !== 'ingest' && mode !== 'worker') {
+    console.error(`unknown command "${mode}": bfg-ingestor [worker]`);
+    process.exitCode = 2;
+    return;
+  }
   let config;
   try {
     config = loadIngestorConfig();
@@ -30,10 +41,10 @@ async function main(): Promise<void> {
   });
   const logger = createRootLogger(
     config.BFG_LOG_LEVEL,
-    { service: 'bfg-ingestor', instance: config.BFG_INSTANCE_ID },
+    { service: mode === 'worker' ? 'bfg-worker' : 'bfg-ingestor', instance: config.BFG_INSTANCE_ID },
     { ...(reporting && { onError: reporting.capture }) },
   );
-  const ingestor = createIngestor(config, logger);
+  const ingestor = mode === 'worker' ? createWorkerProcess(config, logger) : createIngestor(config, logger);
   const closeReporting = () => reporting?.close(REPORT_FLUSH_MS).catch(() => undefined);
 
   let stopping = false;
@@ -69,7 +80,7 @@ async function main(): Promise<void> {
     await closeReporting();
     process.exit(1);
   }
-  logger.info('ingestor started');
+  logger.info(mode === 'worker' ? 'job worker started' : 'ingestor started');
 }
 
 main().catch((err: unknown) => {

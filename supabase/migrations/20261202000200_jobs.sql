@@ -127,11 +127,12 @@ create index mqtt_message_archive_connection_id_idx on public.mqtt_message_archi
 -- and replays need no queue to stay correct (each batch locks its run row and the archive rows it
 -- takes, see ingestor/src/sql/backfill.ts). Security definer: admins editing patterns
 -- (authenticated) cannot call add_job.
--- An MQTT topic filter as a Postgres regular expression, so the archive can be searched in SQL:
--- `+` (or `+name`) is one level, `#` (or `#name`, last) the parent level and everything below,
--- other characters are literal. As in MQTT, a filter not starting with `$` never matches a topic
--- that does (broker internals). The ingestor's TopicMatcher (mqtt-pattern) decides per message;
--- this only narrows what is read, and tests/integration/jobs-backfill.test.ts compares the two.
+-- An MQTT topic filter as a Postgres regular expression, so the archive can be searched in SQL.
+-- It matches exactly what the ingestor's TopicMatcher (mqtt-pattern) matches — tests/integration/
+-- jobs.test.ts compares the two on every filter × topic pair: `+` (or `+name`) is one non-empty
+-- level; `#` (last) is the parent level and everything below; a named `#name` needs at least one
+-- non-empty level; other characters are literal. As in MQTT, a filter not starting with `$` never
+-- matches a topic that does (broker internals).
 create function private.mqtt_filter_regex(p_filter text) returns text
 language plpgsql immutable strict
 set search_path = ''
@@ -143,16 +144,20 @@ declare
 begin
   for i in 1 .. coalesce(array_length(segs, 1), 0) loop
     seg := segs[i];
-    if left(seg, 1) = '#' then
+    if seg = '#' then
       out := out || case when i = 1 then '.*' else '(/.*)?' end;
       exit;
     end if;
     if i > 1 then
       out := out || '/';
     end if;
+    if left(seg, 1) = '#' then
+      out := out || '[^/]+(/.*)?';
+      exit;
+    end if;
     out := out || case
-      when left(seg, 1) = '+' then '[^/]*'
-      else regexp_replace(seg, '([][.^$*+?(){}|\\-])', '\\\1', 'g')
+      when left(seg, 1) = '+' then '[^/]+'
+      else regexp_replace(seg, '([.^$*+?(){}|\[\]\\])', '\\\1', 'g')
     end;
   end loop;
   return '^' || case when left(p_filter, 1) = '$' then '' else '(?!\$)' end || out || '$';

@@ -21,6 +21,8 @@ export async function startIngestor(databaseUrl: string, env: Record<string, str
     BFG_STATUS_FLUSH_MS: '200',
     BFG_DISCOVERY_FLUSH_MS: '200',
     BFG_RECONNECT_MAX_MS: '1000',
+    // Jobs (replays, staleness, retention) would change what other tests look at; their tests turn them on.
+    BFG_WORKER: 'false',
     ...env,
   });
   const logger = pino({ level: process.env['BFG_TEST_LOG_LEVEL'] ?? 'silent' });

@@ -11,8 +11,6 @@ export interface JobWorkerOptions {
   databaseUrl: string;
   /** Jobs run at once by this process. */
   concurrency: number;
-  /** Reports a job's error after its last attempt, and the worker's own fatal errors. */
-  onError?: (err: Error, context: Record<string, unknown>) => void;
 }
 
 export interface JobWorker {
@@ -27,7 +25,8 @@ export interface JobWorker {
  * or left by a worker that died, the first staleness run and a retention run (partitions ahead).
  * A failing job is retried with graphile-worker's exponential backoff (exp(attempt) seconds, capped);
  * its last error is in graphile_worker.jobs (public.worker_jobs() for admins) and, for replays, in
- * backfill_run.last_error.
+ * backfill_run.last_error. A job that fails for good is logged at level error, which Sentry reports
+ * when SENTRY_DSN is set.
  */
 export async function startJobWorker(ctx: JobContext, options: JobWorkerOptions): Promise<JobWorker> {
   const log = ctx.logger.child({ component: 'jobs' });
@@ -37,6 +36,8 @@ export async function startJobWorker(ctx: JobContext, options: JobWorkerOptions)
     // The ingestor owns SIGTERM/SIGINT: it stops the worker as part of its own shutdown.
     noHandleSignals: true,
     pollInterval: 2_000,
+    // On stop, tell running jobs at once (a replay then stops after its current batch, to resume).
+    gracefulShutdownAbortTimeout: 100,
     taskList: createTaskList(ctx),
     parsedCronItems: cronItems,
     logger: new GraphileLogger((scope) => (level, message, meta) => {
@@ -56,12 +57,10 @@ export async function startJobWorker(ctx: JobContext, options: JobWorkerOptions)
     const err = coerceError(error);
     const context = { task: job.task_identifier, jobId: job.id, attempts: job.attempts };
     log.error({ ...context, err }, `job ${job.task_identifier} failed for good after ${job.attempts} attempts`);
-    options.onError?.(err, context);
   });
   runner.events.on('worker:fatalError', ({ error }) => {
     const err = coerceError(error);
     log.error({ err }, 'job worker failed');
-    options.onError?.(err, { component: 'jobs' });
   });
 
   try {

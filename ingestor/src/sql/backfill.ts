@@ -65,11 +65,12 @@ export async function takeArchivedBatch(
     for update of r`;
   if (!run) return undefined;
   const messages = await tx<ArchivedMessage[]>`
-    select id::text as id, topic, payload, qos, retained, received_at as "receivedAt"
-    from mqtt_message_archive
-    where connection_id = ${run.connectionId} and id > ${run.cursorId}
-      and topic ~ private.mqtt_filter_regex(${run.pattern})
-    order by id
+    select a.id::text as id, a.topic, a.payload, a.qos, a.retained, a.received_at as "receivedAt"
+    from mqtt_message_archive a
+    where a.connection_id = ${run.connectionId} and a.id > ${run.cursorId}
+      and a.topic ~ private.mqtt_filter_regex(${run.pattern})
+    -- a.id, the bigint: a bare \`id\` would be the text output column, ordered as text.
+    order by a.id
     limit ${limit}
     for update skip locked`;
   return { cursorId: run.cursorId, pattern: run.pattern, state: run.state, messages };
