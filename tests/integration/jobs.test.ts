@@ -189,7 +189,7 @@ describe('a replay killed mid-way', () => {
     await db?.drop();
   });
 
-  const spawnWorker = async (logDir: string): Promise<ChildProcess> => {
+  const spawnWorker = (logDir: string): ChildProcess => {
     const child = spawn(process.execPath, [path.join(repoRoot, 'ingestor/src/main.ts'), 'worker'], {
       env: {
         ...process.env,
@@ -218,7 +218,7 @@ describe('a replay killed mid-way', () => {
                'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'readings', json_build_array(json_build_object('sensor', 's1', 'value', i)))::text, 'UTF8'),
              1, now()
       from generate_series(0, ${total - 1}) as i`;
-    const first = await spawnWorker(logs.path);
+    const first = spawnWorker(logs.path);
     const [pattern] = await db.sql<{ id: string }[]>`
       insert into mqtt_topic (connection_id, pattern, parser) values (${connectionId}, ${DATA_PATTERN}, ${DATA_PARSER})
       returning id::text as id`;
@@ -233,7 +233,7 @@ describe('a replay killed mid-way', () => {
     expect(interrupted?.state).toBe('running');
     expect(interrupted!.processed).toBeLessThan(total);
 
-    await spawnWorker(logs.path);
+    spawnWorker(logs.path);
     const done = await waitFor('the replay to finish in the second worker', () => backfillRun(db, topicId), {
       timeoutMs: 60_000,
       accept: (r) => r?.state === 'done',
@@ -287,7 +287,10 @@ describe('retention, staleness and failing jobs', () => {
   it('creates partitions ahead and drops an old partition whole, keeping current readings and old rollups', async () => {
     await waitFor(
       'the old partition to be dropped',
-      () => db.sql`select to_regclass('public.sensor_reading_2020_01')::text as t`.then((r) => r[0]!.t),
+      () =>
+        db.sql<{ t: string | null }[]>`select to_regclass('public.sensor_reading_2020_01')::text as t`.then(
+          (r) => r[0]!.t,
+        ),
       { timeoutMs: 20_000, accept: (t) => t === null },
     );
     const ahead = await db.sql<{ name: string }[]>`
