@@ -10,7 +10,6 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
@@ -19,49 +18,24 @@ import { getFreePort, migrate, repoRoot, startEmbeddedPostgres } from '@bfg/loca
 import { startMosquitto } from '../support/mosquitto.ts';
 import { makeTempDir } from '../support/temp-dir.ts';
 import { waitFor } from '../support/wait-for.ts';
+import {
+  BENCH_SENSORS,
+  DATA_PARSER,
+  DATA_PATTERN,
+  dataMessages,
+  peakRssMb,
+  publishAll,
+  type LoadMessage,
+} from './support/ingest-load.ts';
 
 const { values } = parseArgs({
   options: { messages: { type: 'string', default: '100000' }, qos: { type: 'string', default: '0,1' } },
 });
 const N = Number(values.messages);
 const QOS_LEVELS = values.qos.split(',').map(Number) as (0 | 1)[];
-const READINGS_PER_MESSAGE = 4;
-const SENSORS = ['t_air', 'rh', 'p_atm', 'wind'];
+const READINGS_PER_MESSAGE = BENCH_SENSORS.length;
 
-/** N distinct payloads spread over 100 dataloggers, so (sensor, ts) never repeats. */
-function payloads(slug: string): { topic: string; payload: string }[] {
-  const base = Date.UTC(2026, 10, 1);
-  return Array.from({ length: N }, (_, i) => ({
-    topic: `${slug}/gateway/gw-${i % 10}/datalogger/dl-${Math.floor(i / 10) % 10}/data`,
-    payload: JSON.stringify({
-      ts: new Date(base + Math.floor(i / 100) * 1000).toISOString(),
-      readings: SENSORS.map((s, k) => ({ sensor: s, value: i + k / 10 })),
-    }),
-  }));
-}
-
-async function publishAll(url: string, messages: { topic: string; payload: string }[], qos: 0 | 1): Promise<void> {
-  const client = await mqtt.connectAsync(url, { clientId: `bench-pub-${randomBytes(3).toString('hex')}` });
-  // A window of outstanding publishes keeps the pipe full without queueing all N in memory.
-  const WINDOW = 1000;
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: WINDOW }, async () => {
-      while (next < messages.length) {
-        const m = messages[next++]!;
-        await client.publishAsync(m.topic, m.payload, { qos });
-      }
-    }),
-  );
-  await client.endAsync();
-}
-
-async function baseline(
-  url: string,
-  filter: string,
-  messages: { topic: string; payload: string }[],
-  qos: 0 | 1,
-): Promise<number> {
+async function baseline(url: string, filter: string, messages: LoadMessage[], qos: 0 | 1): Promise<number> {
   const sub = await mqtt.connectAsync(url, { clientId: `bench-sub-${randomBytes(3).toString('hex')}`, clean: true });
   await sub.subscribeAsync(filter, { qos });
   let received = 0;
@@ -77,12 +51,6 @@ async function baseline(
   const seconds = (performance.now() - start) / 1000;
   await sub.endAsync();
   return messages.length / seconds;
-}
-
-function peakRssMb(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  return kb / 1024;
 }
 
 async function main(): Promise<void> {
@@ -102,14 +70,14 @@ async function main(): Promise<void> {
     );
     for (const qos of QOS_LEVELS) {
       const slug = `bench${qos}`;
-      const messages = payloads(slug);
+      const messages = dataMessages(slug, N);
       const raw = await baseline(mosquitto.url, `${slug}/#`, messages, qos);
 
       const [site] = await sql<{ id: string }[]>`insert into site (slug, name) values (${slug}, ${slug}) returning id`;
       const [conn] = await sql<{ id: string }[]>`
         insert into mqtt_connection (site_id, host, port, is_active, clean_start) values (${site!.id}, '127.0.0.1', ${mosquitto.port}, true, true) returning id`;
       await sql`insert into mqtt_topic (connection_id, pattern, parser, qos)
-                values (${conn!.id}, '+site/gateway/+gateway/datalogger/+datalogger/data', 'bfg.datalogger-data.v1', ${qos})`;
+                values (${conn!.id}, ${DATA_PATTERN}, ${DATA_PARSER}, ${qos})`;
       // BENCH_NODE_ARGS (e.g. --cpu-prof) are passed to the ingestor process, for profiling.
       const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
       const child = spawn(process.execPath, [...nodeArgs, path.join(repoRoot, 'ingestor/src/main.ts')], {
