@@ -41,6 +41,11 @@ export const variables = defineEnvVars({
     description: 'Report unexpected server errors to Sentry when set.',
     schema: atRuntime(z.url().optional()),
   },
+  BFG_SUPABASE_SERVER_URL: {
+    description:
+      "Base URL this server uses for Supabase Auth (sign-in, refresh, sign-out) when the browser's PUBLIC_SUPABASE_URL is not reachable from where it runs (docker-compose.yml: http://kong:8000); unset: PUBLIC_SUPABASE_URL.",
+    schema: atRuntime(z.url().optional()),
+  },
   PUBLIC_SUPABASE_URL: {
     public: true,
     description:

@@ -10,12 +10,16 @@ import { takeOverShutdownSignals } from './embedded-postgres.ts';
 import { relayToOwnProcessGroup } from './own-process-group.ts';
 import { startLocalStack } from './stack.ts';
 import { LocalStackError, coerceError } from './errors.ts';
+import { isSupabaseDatabase, waitForSupabasePrerequisites } from './supabase-prerequisites.ts';
 
 const USAGE = `Usage: bfg-local <command>
 
 Commands:
   start     run the local system (Postgres, demo broker, ingestor, simulator) until Ctrl-C
   migrate   apply bootstrap, new migrations and (on first run) the seed, then exit
+              [--no-seed]       leave the demo data out (production)
+              [--wait SECONDS]  with DATABASE_URL: first wait up to SECONDS for the objects Supabase
+                                Auth and Realtime create on their first start (docker-compose.yml)
   url       print the application database's connection URL (with its password, for psql)
   user:add  create or update a local account:
               --email EMAIL --role admin|member [--site SLUG ...]
@@ -34,6 +38,8 @@ async function main(): Promise<void> {
       role: { type: 'string' },
       site: { type: 'string', multiple: true },
       'generate-password': { type: 'boolean' },
+      'no-seed': { type: 'boolean' },
+      wait: { type: 'string' },
     },
   });
   const command = positionals[0];
@@ -68,7 +74,8 @@ async function main(): Promise<void> {
     return;
   }
   if (command === 'migrate') {
-    const db = await openLocalDatabase(config, log);
+    if (values.wait !== undefined) await waitForSupabase(config, values.wait);
+    const db = await openLocalDatabase(config, log, { seed: !values['no-seed'] });
     const { applied, seeded } = db.migration;
     log(applied.length ? `applied ${applied.length} migration(s)` : 'no new migrations');
     if (seeded) log('demo data seeded');
@@ -91,6 +98,20 @@ async function main(): Promise<void> {
     await stack.stop();
     log('stopped');
   });
+}
+
+/** `migrate --wait SECONDS`: until DATABASE_URL has what Supabase's services create on their first start. */
+async function waitForSupabase(config: LocalConfig, seconds: string): Promise<void> {
+  if (!/^\d+$/.test(seconds)) throw new LocalStackError(`--wait takes a number of seconds, not "${seconds}".`);
+  if (!config.DATABASE_URL) throw new LocalStackError('--wait is for an external database: set DATABASE_URL.');
+  const sql = postgres(config.DATABASE_URL, { max: 1, onnotice: () => undefined, connect_timeout: 5 });
+  try {
+    // Plain Postgres gets these objects from sql/bootstrap, in the migration run itself.
+    if (!(await isSupabaseDatabase(sql))) return;
+    await waitForSupabasePrerequisites(sql, { timeoutMs: Number(seconds) * 1000, log });
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
 }
 
 /** BFG_USER_PASSWORD, or the whole of standard input when it is not a terminal. */

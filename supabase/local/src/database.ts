@@ -14,14 +14,24 @@ export interface LocalDatabase {
   stop(): Promise<void>;
 }
 
+export interface OpenLocalDatabaseOptions {
+  /** Apply supabase/seed.sql when this run created the schema. Default true (the demo data). */
+  seed?: boolean;
+}
+
 /**
  * The database of the local stack, migrated to the current schema: `DATABASE_URL` when set,
  * otherwise embedded Postgres under `<BFG_DATA_DIR>/postgres` (created, bootstrapped, migrated and
  * seeded on first start; later starts apply only new migrations and keep the data).
  */
-export async function openLocalDatabase(config: LocalConfig, log: (message: string) => void): Promise<LocalDatabase> {
+export async function openLocalDatabase(
+  config: LocalConfig,
+  log: (message: string) => void,
+  options: OpenLocalDatabaseOptions = {},
+): Promise<LocalDatabase> {
+  const seed = options.seed ?? true;
   if (config.DATABASE_URL) {
-    const migration = await migrateUrl(config.DATABASE_URL, log);
+    const migration = await migrateUrl(config.DATABASE_URL, log, seed);
     return { url: config.DATABASE_URL, embedded: false, migration, stop: () => Promise.resolve() };
   }
 
@@ -35,7 +45,7 @@ export async function openLocalDatabase(config: LocalConfig, log: (message: stri
   try {
     await createDatabaseIfMissing(server.adminUrl, config.BFG_DB_NAME);
     const url = server.urlFor(config.BFG_DB_NAME);
-    const migration = await migrateUrl(url, log);
+    const migration = await migrateUrl(url, log, seed);
     return { url, embedded: true, migration, stop: () => server.stop() };
   } catch (err) {
     await server.stop();
@@ -43,10 +53,10 @@ export async function openLocalDatabase(config: LocalConfig, log: (message: stri
   }
 }
 
-async function migrateUrl(url: string, log: (message: string) => void): Promise<MigrateResult> {
+async function migrateUrl(url: string, log: (message: string) => void, seed: boolean): Promise<MigrateResult> {
   const sql = postgres(url, { max: 1, onnotice: () => undefined });
   try {
-    return await migrate(sql, { seedOnFirstRun: true, log });
+    return await migrate(sql, { seedOnFirstRun: seed, log });
   } finally {
     await sql.end({ timeout: 5 });
   }

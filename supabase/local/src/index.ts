@@ -1,8 +1,18 @@
 export { loadLocalConfig, type LocalConfig } from './config.ts';
-export { openLocalDatabase, createDatabaseIfMissing, type LocalDatabase } from './database.ts';
+export {
+  openLocalDatabase,
+  createDatabaseIfMissing,
+  type LocalDatabase,
+  type OpenLocalDatabaseOptions,
+} from './database.ts';
 export { startEmbeddedPostgres, type EmbeddedPostgresOptions, type RunningPostgres } from './embedded-postgres.ts';
 export { LocalStackError, coerceError } from './errors.ts';
 export { migrate, listMigrations, type MigrateOptions, type MigrateResult } from './migrate.ts';
+export {
+  isSupabaseDatabase,
+  missingSupabasePrerequisites,
+  waitForSupabasePrerequisites,
+} from './supabase-prerequisites.ts';
 export { schemaPaths, repoRoot, type SchemaPaths } from './paths.ts';
 export { getFreePort, isPortFree } from './port.ts';
 export { startDemoBroker, type DemoBroker, type DemoBrokerOptions } from './demo-broker.ts';

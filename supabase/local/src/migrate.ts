@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Sql, TransactionSql } from 'postgres';
 import { coerceError } from './errors.ts';
 import { schemaPaths, type SchemaPaths } from './paths.ts';
+import { isSupabaseDatabase } from './supabase-prerequisites.ts';
 
 export interface MigrateOptions {
   paths?: SchemaPaths;
@@ -47,7 +48,7 @@ export async function migrate(sql: Sql, options: MigrateOptions = {}): Promise<M
   await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${MIGRATION_LOCK}))`;
 
-    const bootstrap = options.bootstrap ?? !(await isSupabase(tx));
+    const bootstrap = options.bootstrap ?? !(await isSupabaseDatabase(tx));
     if (bootstrap) {
       for (const file of await listSqlFiles(paths.bootstrapDir)) {
         await runFile(tx, path.join(paths.bootstrapDir, file), `bootstrap ${file}`);
@@ -87,13 +88,6 @@ export async function migrate(sql: Sql, options: MigrateOptions = {}): Promise<M
     }
   });
   return result;
-}
-
-/** Supabase projects have the `supabase_admin` role; plain Postgres does not. */
-async function isSupabase(sql: TransactionSql): Promise<boolean> {
-  const [row] = await sql<{ supabase: boolean }[]>`
-    select exists (select 1 from pg_roles where rolname = 'supabase_admin') as supabase`;
-  return row?.supabase ?? false;
 }
 
 async function listSqlFiles(dir: string): Promise<string[]> {
