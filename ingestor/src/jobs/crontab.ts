@@ -5,12 +5,8 @@ import { parseCronItems, type ParsedCronItem } from 'graphile-worker';
  * Staleness is not here: it runs every BFG_STALENESS_INTERVAL_S seconds by rescheduling itself.
  */
 export const cronItems: ParsedCronItem[] = parseCronItems([
-  // Partitions ahead, readings/rollups/logs/archive past retention. Backfilled for a day, so a
-  // worker that was down at 03:17 runs it when it comes back.
-  {
-    task: 'retention',
-    match: '17 3 * * *',
-    identifier: 'bfg-retention-daily',
-    options: { backfillPeriod: 86_400_000 },
-  },
+  // Partitions ahead, readings/rollups/logs/archive past retention. Hourly, so the archive's
+  // per-connection cap holds within an hour (each run is cheap when there is nothing to do);
+  // backfilled for a day, so a worker that was down runs it when it comes back.
+  { task: 'retention', match: '17 * * * *', identifier: 'bfg-retention', options: { backfillPeriod: 86_400_000 } },
 ]);

@@ -8,7 +8,7 @@ const PARTITIONS_AHEAD_MONTHS = 3;
 const DAY_MS = 86_400_000;
 
 /**
- * Daily (and at worker start): creates sensor_reading partitions ahead; drops whole partitions past
+ * Hourly (and at worker start): creates sensor_reading partitions ahead; drops whole partitions past
  * BFG_READING_RETENTION_DAYS (never row by row; the rollups are another table and stay unless
  * BFG_ROLLUP_RETENTION_DAYS says otherwise); prunes the connection log, the parsing log and the
  * archive in batches, oldest first.
