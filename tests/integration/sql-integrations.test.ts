@@ -411,12 +411,12 @@ describe('a reader cannot widen what it sees', () => {
       group by n.nspname, c.relname, p.priv
       order by 1`;
     expect(columns.map((c) => c.grant)).toEqual([
-      'datalogger SELECT gateway_id,id,ident,interval_s,last_seen_at,model,name,serial',
-      'gateway SELECT id,ident,last_seen_at,name,online',
+      'datalogger SELECT gateway_id,id,ident,interval_s,last_seen_at,model,name,presence,serial',
+      'gateway SELECT id,ident,last_seen_at,name,online,presence',
       'mqtt_connection SELECT id,is_active,last_connected_at,last_message_at,lease_expires_at,owner_instance,site_id,status,status_changed_at,status_detail',
       'mqtt_connection_log SELECT connection_id,created_at,event,level',
       'mqtt_parsing_log SELECT connection_id,last_seen_at',
-      'sensor SELECT datalogger_id,id,ident,kind,last_quality,last_value,last_value_at,name,site_id,unit',
+      'sensor SELECT datalogger_id,id,ident,kind,last_quality,last_value,last_value_at,name,presence,site_id,unit',
       'sensor_reading SELECT quality,sensor_id,ts,value',
       'site SELECT id,name,slug',
     ]);
