@@ -9,6 +9,7 @@ import {
   dashboardEnvSchemaKeys,
   dockerignore,
   execArgs,
+  exampleValues,
   execForm,
   interpolateDocument,
   last,
@@ -32,10 +33,7 @@ import {
 
 const raw = readCompose();
 const envExample = readEnvExample();
-/** Values for every variable .env.example names: its own, or a stand-in secret where it is empty. */
-const exampleEnv = Object.fromEntries(
-  [...envExample].filter(([, e]) => e.set).map(([name, e]) => [name, e.value || `${name.toLowerCase()}0123456789`]),
-);
+const exampleEnv = exampleValues(envExample);
 const uses: VariableUse[] = [];
 const compose: ComposeDocument = interpolateDocument(raw, exampleEnv, uses);
 const services = compose.services;

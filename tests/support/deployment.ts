@@ -161,6 +161,16 @@ export function readEnvExample(text = read('.env.example')): Map<string, EnvExam
   return entries;
 }
 
+/**
+ * Values for what .env.example sets: its own, or a stand-in where it leaves a secret empty (the
+ * commented, optional ones stay unset, so Compose's fallbacks apply).
+ */
+export function exampleValues(entries = readEnvExample()): Record<string, string> {
+  return Object.fromEntries(
+    [...entries].filter(([, e]) => e.set).map(([name, e]) => [name, e.value || `${name.toLowerCase()}0123456789`]),
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The env schemas of the ingestor and the dashboard
 
