@@ -213,6 +213,19 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('README', () => {
+  it('documents every variable of the ingestor, the dashboard and the compose file', () => {
+    const readme = fs.readFileSync(repoPath('README.md'), 'utf8');
+    const variables = [
+      ...Object.keys(ingestorEnvSchema.shape),
+      ...dashboardEnvSchemaKeys(),
+      ...processEnvReads('web/server.js'),
+      ...envExample.keys(),
+    ];
+    expect([...new Set(variables)].filter((name) => !readme.includes(`\`${name}\``)).sort()).toEqual([]);
+  });
+});
+
 describe('the Dockerfiles', () => {
   const images = Object.entries(raw.services).filter(([, s]) => s.build);
   const ignored = dockerignore();
