@@ -51,8 +51,7 @@ as $$
 $$;
 
 -- Marks what stopped reporting offline; returns how many rows of each kind changed. The rule the
--- dashboard used to compute on its own (web/src/lib/staleness.ts keeps the same numbers for its
--- clock): gateways after p_gateway_after_s, dataloggers after p_missed_intervals × interval_s,
+-- dashboard used to compute on its own (it now shows this column): gateways after p_gateway_after_s, dataloggers after p_missed_intervals × interval_s,
 -- sensors after the same number of their datalogger's intervals (a sensor that never reported
 -- counts from when it was first seen).
 create function private.mark_stale_devices(
