@@ -106,8 +106,11 @@ async function waitForSupabase(config: LocalConfig, seconds: string): Promise<vo
   if (!config.DATABASE_URL) throw new LocalStackError('--wait is for an external database: set DATABASE_URL.');
   const sql = postgres(config.DATABASE_URL, { max: 1, onnotice: () => undefined, connect_timeout: 5 });
   try {
+    const supabase = await isSupabaseDatabase(sql).catch((err: unknown) => {
+      throw new LocalStackError(`Cannot reach DATABASE_URL: ${coerceError(err).message}`);
+    });
     // Plain Postgres gets these objects from sql/bootstrap, in the migration run itself.
-    if (!(await isSupabaseDatabase(sql))) return;
+    if (!supabase) return;
     await waitForSupabasePrerequisites(sql, { timeoutMs: Number(seconds) * 1000, log });
   } finally {
     await sql.end({ timeout: 5 });
