@@ -126,6 +126,9 @@ describe('docker-compose.yml', () => {
   it("gives the ingestor exactly the variables of its env schema, with .env.example's defaults being the schema's", () => {
     const schemaKeys = Object.keys(ingestorEnvSchema.shape).sort();
     expect(Object.keys(services['ingestor']?.environment ?? {}).sort()).toEqual(schemaKeys);
+    // The optional worker process is the same program with the same configuration.
+    expect(services['worker']?.environment).toEqual(services['ingestor']?.environment);
+    expect(services['worker']?.command).toEqual(['node', 'ingestor/src/main.ts', 'worker']);
     const defaults = ingestorEnvSchema.parse({ DATABASE_URL: 'postgres://x@h/d' }) as Record<string, unknown>;
     const differing = [...envExample]
       .filter(([name, entry]) => schemaKeys.includes(name) && !entry.set && entry.value !== '')
@@ -150,11 +153,12 @@ describe('docker-compose.yml', () => {
     expect(services['kong']?.ports).toEqual([`${new URL(exampleEnv['SUPABASE_PUBLIC_URL']!).port}:8000/tcp`]);
   });
 
-  it('publishes only the dashboard, Kong and the broker, each on a port from .env.example', () => {
+  it('publishes only the dashboard, Kong and the broker (and Grafana in its optional profile), each on a port from .env.example', () => {
     const published = Object.entries(raw.services)
       .filter(([, s]) => s.ports)
       .map(([name, s]) => [name, s.ports] as const);
-    expect(published.map(([name]) => name).sort()).toEqual(['dashboard', 'kong', 'mosquitto']);
+    expect(published.map(([name]) => name).sort()).toEqual(['dashboard', 'grafana', 'kong', 'mosquitto']);
+    expect(raw.services['grafana']?.profiles).toEqual(['grafana']);
     for (const [name, ports] of published) {
       for (const port of ports ?? []) {
         expect(port, `${name}: ${port}`).toMatch(/^\$\{[A-Z_]+:-\d+\}:\d+\/tcp$/);
@@ -231,7 +235,7 @@ describe('the Dockerfiles', () => {
   const ignored = dockerignore();
 
   it('build every image compose builds from the repository root, with a stage of each target', () => {
-    expect(images.map(([name]) => name).sort()).toEqual(['dashboard', 'ingestor', 'migrate']);
+    expect(images.map(([name]) => name).sort()).toEqual(['dashboard', 'ingestor', 'migrate', 'worker']);
     for (const [, service] of images) {
       expect(service.build?.context).toBe('.');
       const dockerfile = readDockerfile(service.build!.dockerfile!);

@@ -25,6 +25,7 @@ export interface ComposeService {
   depends_on?: Record<string, { condition: string }>;
   healthcheck?: { test: string[] | string; disable?: boolean };
   ports?: string[];
+  profiles?: string[];
   restart?: string;
   networks?: Record<string, { aliases?: string[] } | null>;
   volumes?: string[];
