@@ -3,6 +3,8 @@ import type { Db } from './db.ts';
 import { isConnectionError } from './db.ts';
 import { backoffDelay } from './backoff.ts';
 import { coerceError } from './errors.ts';
+import { LeaseLostError, type LeaseToken } from './leases.ts';
+import { fenceKey } from './sql/leases.ts';
 import type { Logger } from './logger.ts';
 import type { ProcessedMessage } from './message-pipeline.ts';
 import { noMetrics, type IngestorMetrics } from './metrics.ts';
@@ -17,9 +19,19 @@ import {
 
 interface Pending {
   message: ProcessedMessage;
+  /** The lease of the session that received it; its write is fenced by it. */
+  lease: LeaseToken | undefined;
   resolve: () => void;
   reject: (err: Error) => void;
 }
+
+/**
+ * Connection leases (leases.ts): called first in every write transaction with the leases of its
+ * messages, it returns the ones still held (as `fenceKey`s) and locks them against takeover until the
+ * transaction ends. Messages under the other leases are not written, and are rejected with a
+ * LeaseLostError (no PUBACK: the broker gives them to the new owner).
+ */
+export type WriteFence = (tx: TransactionSql, leases: LeaseToken[]) => Promise<Set<string>>;
 
 export interface BatchWriterOptions {
   maxBatchMessages: number;
@@ -30,6 +42,7 @@ export interface BatchWriterOptions {
   maxRetryDelayMs: number;
   /** Called with the aggregated parsing failures of each committed batch (for the parsing log file). */
   onParsingFailures?: (rows: ParsingLogUpsert[]) => void;
+  fence?: WriteFence;
   metrics?: Pick<IngestorMetrics, 'batchCommitted' | 'databaseError' | 'messageRefused'>;
 }
 
@@ -68,10 +81,10 @@ export class BatchWriter {
     this.metrics = options.metrics ?? noMetrics;
   }
 
-  submit(message: ProcessedMessage): Promise<void> {
+  submit(message: ProcessedMessage, lease?: LeaseToken): Promise<void> {
     if (this.closed) return Promise.reject(new WriterClosedError('the writer is closed'));
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ message, resolve, reject });
+      this.queue.push({ message, lease, resolve, reject });
       if (this.queue.length >= this.options.maxBatchMessages) this.kick();
       else this.timer ??= setTimeout(() => this.kick(), this.options.maxWaitMs);
     });
@@ -147,17 +160,26 @@ export class BatchWriter {
     }
   }
 
-  private async writeWithRetry(batch: Pending[]): Promise<void> {
+  private async writeWithRetry(pendings: Pending[]): Promise<void> {
+    let batch = pendings;
     let outageLogged = false;
     for (let attempt = 0; ; attempt++) {
       try {
-        const stats = await this.commit(batch.length, (tx) =>
-          writeBatch(
+        let fenced: Pending[] = [];
+        const stats = await this.commit(batch.length, async (tx) => {
+          const { writable, refused } = await this.fenceOff(tx, batch);
+          fenced = refused;
+          return writeBatch(
             tx,
-            batch.map((p) => p.message),
+            writable.map((p) => p.message),
             this.sensorIds,
-          ),
-        );
+          );
+        });
+        if (fenced.length > 0) {
+          this.refuse(fenced);
+          const refused = new Set(fenced);
+          batch = batch.filter((p) => !refused.has(p));
+        }
         this.totals.messages += stats.messages;
         this.totals.readings += stats.readings;
         this.totals.inserted += stats.inserted;
@@ -208,8 +230,14 @@ export class BatchWriter {
     );
     for (const p of batch) {
       try {
-        await this.commit(1, (tx) => writeBatch(tx, [p.message], this.sensorIds));
-        p.resolve();
+        let fenced = false;
+        await this.commit(1, async (tx) => {
+          const { writable } = await this.fenceOff(tx, [p]);
+          fenced = writable.length === 0;
+          return writeBatch(tx, fenced ? [] : [p.message], this.sensorIds);
+        });
+        if (fenced) this.refuse([p]);
+        else p.resolve();
       } catch (err) {
         this.metrics.databaseError('write');
         if (isConnectionError(err)) {
@@ -241,6 +269,31 @@ export class BatchWriter {
         p.resolve();
       }
     }
+  }
+
+  /** The fence (first in the transaction): which of these messages may be written under their lease. */
+  private async fenceOff(tx: TransactionSql, batch: Pending[]): Promise<{ writable: Pending[]; refused: Pending[] }> {
+    const fence = this.options.fence;
+    if (!fence) return { writable: batch, refused: [] };
+    const leases = new Map<string, LeaseToken>();
+    for (const p of batch) if (p.lease) leases.set(fenceKey(p.lease), p.lease);
+    if (leases.size === 0) return { writable: batch, refused: [] };
+    const held = await fence(tx, [...leases.values()]);
+    const writable: Pending[] = [];
+    const refused: Pending[] = [];
+    for (const p of batch) {
+      if (!p.lease || held.has(fenceKey(p.lease))) writable.push(p);
+      else refused.push(p);
+    }
+    return { writable, refused };
+  }
+
+  private refuse(fenced: Pending[]): void {
+    this.logger.warn(
+      { messages: fenced.length },
+      'lease lost: not writing (nor acknowledging) messages of a connection another instance took over',
+    );
+    for (const p of fenced) p.reject(new LeaseLostError('lease lost: another instance took the connection over'));
   }
 
   /** One write transaction, timed for the metrics when it commits. */

@@ -7,6 +7,7 @@ import { CoalescingRunner } from './coalescing-runner.ts';
 import type { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
 import type { ObservedConnection } from './health.ts';
+import { LeaseLostError, leaseKey, type SessionLease } from './leases.ts';
 import type { ConnectionStatus, LogLevel } from './vocabulary.ts';
 import type { Logger } from './logger.ts';
 import { processMessage, type ConnectionContext } from './message-pipeline.ts';
@@ -45,10 +46,22 @@ interface AckTicket {
   state: 'pending' | 'committed' | 'failed';
 }
 
+/** How long a session handed over to another instance may take to write and acknowledge what it holds. */
+const DRAIN_MS = 5_000;
+
 /**
  * One broker connection: an MQTT.js client, its subscriptions (kept equal to the row's filters,
  * see BrokerSubscriptions), the deferred acknowledgements of its QoS 1 messages, and its own
  * reconnect loop (capped exponential backoff with jitter).
+ *
+ * It runs under a lease (leases.ts). While the lease is not valid by this instance's clock — the
+ * process was paused, or renewals fail — it reads nothing more from the broker, sends no PUBACK and
+ * does not reconnect until a renewal says the lease is still its own; every batch it submits is
+ * fenced by the lease's epoch in the write transaction as well. When the lease turns out lost,
+ * `fence()` closes the client without acknowledging anything more, and the broker gives the
+ * unacknowledged messages to the new owner. The session never reconnects without a lease
+ * confirmed valid, so two instances never take the broker session (same client id) from each
+ * other in turn.
  */
 export class BrokerSession {
   readonly fingerprint: string;
@@ -59,6 +72,7 @@ export class BrokerSession {
   private connected = false;
   private stopping = false;
   private paused = false;
+  private fenced = false;
   private lastError: string | null = null;
   /** The status last reported, and since when the session is not connected (unset while it is). */
   private status: ConnectionStatus = 'connecting';
@@ -78,16 +92,23 @@ export class BrokerSession {
   private currentRow: ConnectionRow;
   private readonly deps: SessionDeps;
   readonly subscriptions: BrokerSubscriptions;
+  readonly lease: SessionLease;
 
+  /**
+   * @param row the connection row; for a member session of a shared connection (slot > 0) its own
+   *   client id and session_filters (see Supervisor)
+   */
   constructor(
     row: ConnectionRow,
     patterns: readonly TopicPattern[],
     deps: SessionDeps,
     subscriptions: BrokerSubscriptions,
+    lease: SessionLease,
   ) {
     this.currentRow = row;
     this.deps = deps;
     this.subscriptions = subscriptions;
+    this.lease = lease;
     this.fingerprint = settingsFingerprint(row);
     this.context = {
       connectionId: row.id,
@@ -95,11 +116,20 @@ export class BrokerSession {
       siteSlug: row.siteSlug,
       matcher: new TopicMatcher(patterns),
     };
-    this.log = deps.logger.child({ connectionId: row.id, broker: describeBroker(row) });
+    this.log = deps.logger.child({
+      connectionId: row.id,
+      ...(lease.token.slot > 0 && { member: lease.token.slot }),
+      broker: describeBroker(row),
+    });
   }
 
   get id(): string {
     return this.row.id;
+  }
+
+  /** The lease's key: connection id and member slot (0 unless a member of a shared connection). */
+  get key(): string {
+    return leaseKey(this.row.id, this.lease.token.slot);
   }
 
   /** What this process knows of the connection right now (for /healthz). */
@@ -127,6 +157,12 @@ export class BrokerSession {
     client.on('error', (err) => {
       this.lastError = describeError(err);
     });
+    // MQTT 5: the broker says why it ends the connection (0x8E: another client took the session).
+    client.on('disconnect', (packet) => {
+      const code = packet.reasonCode;
+      if (code !== undefined && code !== 0)
+        this.lastError = `the broker ended the connection${describeCode({ filter: '', code })}`;
+    });
     client.on('close', () => this.onClose());
   }
 
@@ -147,8 +183,54 @@ export class BrokerSession {
     this.paused = true;
   }
 
+  /**
+   * Before a hand-over: stops taking messages and waits (at most DRAIN_MS) until what was taken
+   * is written and acknowledged, so that the next owner gets only what was never committed.
+   */
+  async drain(): Promise<void> {
+    this.pause();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.deps.writer.flush().catch(() => undefined),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, DRAIN_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * The lease is lost: another instance owns the connection now. Nothing more is read, written or
+   * acknowledged; the socket is closed at once (no DISCONNECT handshake to wait for), so the broker
+   * keeps every unacknowledged message for the session the new owner resumes.
+   */
+  async fence(reason: string): Promise<void> {
+    if (this.fenced) return;
+    const unacknowledged = this.acks.length - this.ackHead;
+    this.fenced = true;
+    this.paused = true;
+    this.stopping = true;
+    this.generation += 1;
+    this.acks = [];
+    this.ackHead = 0;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.syncTimer);
+    const client = this.client;
+    if (client) {
+      client.removeAllListeners('close');
+      await client.endAsync(true).catch(() => undefined);
+    }
+    this.report(
+      'disconnected',
+      `${reason}; closed without acknowledging ${unacknowledged} message(s), which the broker keeps for the new owner`,
+      'disconnect',
+      'warn',
+    );
+  }
+
   /** Ends the client (after the PUBACKs of committed messages went out). */
   async stop(detail: string, report = true): Promise<void> {
+    if (this.fenced) return;
     this.stopping = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.syncTimer);
@@ -203,6 +285,8 @@ export class BrokerSession {
   private async syncOnce(): Promise<void> {
     const client = this.client;
     if (!client || !this.connected || this.stopping) return;
+    // Subscribing needs the lease: a paused instance must not change a session that may be another's now.
+    if (!(await this.lease.confirm()) || !this.connected || this.stopping) return;
     const wanted = subscriptionFilters(this.row);
     try {
       // QoS 1 at most: MQTT.js acknowledges QoS 2 differently, and readings are idempotent anyway.
@@ -215,6 +299,10 @@ export class BrokerSession {
     } catch (err) {
       // The connection went away: its next CONNACK syncs again.
       if (!this.connected || this.stopping) return;
+      if (err instanceof LeaseLostError) {
+        this.lease.lost(err.message);
+        return;
+      }
       this.log.warn({ err: coerceError(err) }, 'could not update the subscriptions (is the database reachable?)');
     }
     // The database refused the record a SUBSCRIBE must wait for, or the last write: try again.
@@ -254,18 +342,32 @@ export class BrokerSession {
     else this.report('error', `${reason}; retrying in ${delay} ms`, 'error', 'error');
     this.retryTimer = setTimeout(() => {
       if (this.stopping) return;
-      this.report(
-        this.everConnected ? 'reconnecting' : 'connecting',
-        `reconnecting (attempt ${this.attempt + 1})`,
-        'reconnect',
-        'info',
-      );
-      this.deps.metrics.reconnectAttempt(this.row.id);
-      this.client?.reconnect();
+      // Only under a lease known to be ours: after a pause, another instance may have taken the
+      // connection (and the broker session with it); taking it back would start a fight.
+      void this.lease.confirm().then((held) => {
+        if (!held || this.stopping) return;
+        this.report(
+          this.everConnected ? 'reconnecting' : 'connecting',
+          `reconnecting (attempt ${this.attempt + 1})`,
+          'reconnect',
+          'info',
+        );
+        this.deps.metrics.reconnectAttempt(this.row.id);
+        this.client?.reconnect();
+      });
     }, delay);
   }
 
   private onMessage(packet: IPublishPacket, callback: (err?: Error) => void): void {
+    if (this.fenced) return;
+    if (!this.lease.valid()) {
+      // Paused past the lease, or renewals failing: hold this message (MQTT.js reads no further
+      // until the callback) until the lease is confirmed; if it is lost, fence() ends the client.
+      void this.lease.confirm().then((held) => {
+        if (held && !this.fenced) this.onMessage(packet, callback);
+      });
+      return;
+    }
     const receivedAt = new Date();
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     const processed = processMessage(
@@ -277,7 +379,7 @@ export class BrokerSession {
     this.deps.metrics.messageProcessed(processed);
     this.deps.discovery.record(processed);
     this.deps.reporter.touch(this.row.id, receivedAt);
-    const committed = this.deps.writer.submit(processed);
+    const committed = this.deps.writer.submit(processed, this.lease.token);
 
     if (packet.qos === 0 || packet.messageId === undefined) {
       committed.catch(() => undefined);
@@ -292,9 +394,11 @@ export class BrokerSession {
         ticket.state = 'committed';
         this.sendAcks(generation);
       },
-      () => {
-        // Not committed: no PUBACK, so the broker delivers it again after a reconnect.
+      (err: unknown) => {
+        // Not committed: no PUBACK, so the broker delivers it again after a reconnect (or to the
+        // instance that took the connection over).
         ticket.state = 'failed';
+        if (err instanceof LeaseLostError) this.lease.lost(err.message);
         this.sendAcks(generation);
       },
     );
@@ -314,7 +418,13 @@ export class BrokerSession {
 
   /** PUBACKs go out in the order the messages arrived (MQTT 3.1.1 §4.6), once committed. */
   private sendAcks(generation: number): void {
-    if (generation !== this.generation || !this.client) return;
+    if (generation !== this.generation || !this.client || this.fenced) return;
+    if (!this.lease.valid()) {
+      void this.lease.confirm().then((held) => {
+        if (held) this.sendAcks(generation);
+      });
+      return;
+    }
     const sender = this.client as unknown as PubackSender;
     while (this.ackHead < this.acks.length && this.acks[this.ackHead]!.state !== 'pending') {
       const ticket = this.acks[this.ackHead++]!;
@@ -337,9 +447,19 @@ export class BrokerSession {
     else this.notConnectedSince ??= new Date();
     this.status = status;
     this.statusDetail = detail;
-    this.deps.metrics.connectionStatus(this.row.id, this.row.siteSlug, status);
+    const { slot, epoch } = this.lease.token;
+    // The connection's gauge follows its own session, not its members'.
+    if (slot === 0) this.deps.metrics.connectionStatus(this.row.id, this.row.siteSlug, status);
     this.log[level]({ status, event }, detail);
-    this.deps.reporter.report({ connectionId: this.row.id, status, detail, event, level });
+    this.deps.reporter.report({
+      connectionId: this.row.id,
+      slot,
+      epoch,
+      status,
+      detail: slot === 0 ? detail : `member ${slot}: ${detail}`,
+      event,
+      level,
+    });
   }
 }
 

@@ -9,8 +9,17 @@ const count = (fallback: number) => z.coerce.number().int().min(1).default(fallb
 export const envSchema = z.object({
   /** Postgres to ingest into, as a role that bypasses RLS (Supabase: the `postgres` connection string). */
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }),
-  /** Names this process in mqtt_connection_log and the logs. */
+  /**
+   * Names this process in mqtt_connection_log, the logs and the leases it holds
+   * (mqtt_connection.owner_instance). Unique per running instance.
+   */
   BFG_INSTANCE_ID: z.string().min(1).max(100).default(`${os.hostname()}-${process.pid}`),
+  /**
+   * Connection leases (several instances share the work): when an instance dies, another takes its
+   * connections over within this many seconds. A lease lasts 0.6 of it and is renewed every 0.2 of
+   * it (leases.ts says why); every instance of a deployment should use the same value.
+   */
+  BFG_LEASE_TAKEOVER_S: z.coerce.number().min(2).max(600).default(15),
   /** Full reconcile of broker connections, besides the one each NOTIFY triggers. */
   BFG_SWEEP_INTERVAL_MS: ms(30_000),
   /** Longest wait between reconnect attempts to a failing broker (capped exponential backoff). */

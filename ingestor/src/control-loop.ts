@@ -4,6 +4,7 @@ import { failureLevel, isDatabaseError, type Db } from './db.ts';
 import { CoalescingRunner } from './coalescing-runner.ts';
 import { coerceError } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { LEASE_CHANNEL } from './sql/leases.ts';
 import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import type { Supervisor } from './supervisor.ts';
 
@@ -16,7 +17,10 @@ const notifyPayload = z.object({ id: z.number().int(), op: z.enum(['INSERT', 'UP
 /**
  * Table is the truth, NOTIFY is a nudge: every notification and every (re)LISTEN runs a full
  * reconcile, and so does a sweep every `sweepMs`, so a notification lost while the LISTEN
- * connection was down costs at most one sweep. Reconciles never overlap; requests that arrive
+ * connection was down costs at most one sweep. Leases add two nudges: every lease round (a
+ * renewal, every 0.2 × BFG_LEASE_TAKEOVER_S, see leases.ts), and LEASE_CHANNEL, on which an
+ * instance that released leases or joined says so, so that the others take them or hand theirs
+ * over at once. Reconciles never overlap; requests that arrive
  * during one are merged into a single follow-up run.
  */
 export class ControlLoop {
@@ -47,7 +51,7 @@ export class ControlLoop {
 
   async start(): Promise<void> {
     this.sweepTimer = setInterval(() => void this.request('sweep'), this.options.sweepMs);
-    for (const channel of [CONNECTION_CHANNEL, TOPIC_CHANNEL]) {
+    for (const channel of [CONNECTION_CHANNEL, TOPIC_CHANNEL, LEASE_CHANNEL]) {
       await this.listen(channel);
     }
   }
@@ -101,6 +105,10 @@ export class ControlLoop {
   }
 
   private onNotify(channel: string, payload: string): void {
+    if (channel === LEASE_CHANNEL) {
+      void this.request(`notify ${channel}`);
+      return;
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(payload);

@@ -6,10 +6,12 @@ import { DiscoveryAggregator } from './discovery.ts';
 import { coerceError } from './errors.ts';
 import { assessHealth, checkDatabase } from './health.ts';
 import { startHttpServer, type RunningHttpServer } from './http-server.ts';
+import { Leases, leaseTiming } from './leases.ts';
 import { createFileLogger, flushLogger, type Logger } from './logger.ts';
 import { noMetrics, PrometheusMetrics, type IngestorMetrics } from './metrics.ts';
 import { defaultParserRegistry, type ParserRegistry } from './parsers/registry.ts';
 import { SiteChangeBroadcaster } from './site-change-broadcaster.ts';
+import { holdLeases } from './sql/leases.ts';
 import { StatusReporter } from './status-reporter.ts';
 import { createJobService } from './jobs/service.ts';
 import { Supervisor } from './supervisor.ts';
@@ -19,12 +21,14 @@ export interface Ingestor {
   readonly supervisor: Supervisor;
   readonly writer: BatchWriter;
   readonly controlLoop: ControlLoop;
+  readonly leases: Leases;
   /** Where /healthz and /metrics are served once started (undefined when BFG_HTTP_PORT is unset). */
   readonly httpAddress: { host: string; port: number } | undefined;
   start(): Promise<void>;
   /**
    * Graceful stop: stop reading from brokers, write (and acknowledge) what was received, end the
-   * broker clients, flush discovery and status, close the pool.
+   * broker clients, flush discovery and status, release the leases (other instances take the
+   * connections at once), close the pool.
    */
   stop(): Promise<void>;
 }
@@ -43,6 +47,13 @@ export function createIngestor(
       : new PrometheusMetrics({ pendingMessages: (): number => writer.pending });
   const metrics: IngestorMetrics = prometheus ?? noMetrics;
   const connectionFile = createFileLogger(config.BFG_LOG_DIR, 'connections', 'info');
+  const timing = leaseTiming(config.BFG_LEASE_TAKEOVER_S);
+  const leases = new Leases(sql, logger.child({ component: 'leases' }), {
+    instance: config.BFG_INSTANCE_ID,
+    timing,
+    onTick: () => void controlLoop.request('lease round'),
+    metrics,
+  });
   const parsingFile = createFileLogger(config.BFG_LOG_DIR, 'parsing', 'info');
   const writer = new BatchWriter(sql, logger.child({ component: 'writer' }), {
     maxBatchMessages: config.BFG_BATCH_MAX_MESSAGES,
@@ -50,6 +61,7 @@ export function createIngestor(
     maxPending: config.BFG_MAX_PENDING_MESSAGES,
     maxRetryDelayMs: 5_000,
     metrics,
+    fence: (tx, tokens) => holdLeases(tx, config.BFG_INSTANCE_ID, tokens, timing.idleTimeoutMs),
     onParsingFailures: (rows) => {
       for (const row of rows) {
         parsingFile.warn(
@@ -76,20 +88,24 @@ export function createIngestor(
     flushMs: config.BFG_STATUS_FLUSH_MS,
     metrics,
   });
-  const supervisor = new Supervisor(sql, {
-    writer,
-    discovery,
-    reporter,
-    registry: options.registry ?? defaultParserRegistry,
-    logger: logger.child({ component: 'session' }),
-    metrics,
-    options: {
-      maxPayloadBytes: config.BFG_MAX_PAYLOAD_BYTES,
-      archiveUnmatched: config.BFG_ARCHIVE_UNMATCHED,
-      reconnectMaxMs: config.BFG_RECONNECT_MAX_MS,
-      receiveMaximum: config.BFG_MQTT_RECEIVE_MAXIMUM,
+  const supervisor = new Supervisor(
+    sql,
+    {
+      writer,
+      discovery,
+      reporter,
+      registry: options.registry ?? defaultParserRegistry,
+      logger: logger.child({ component: 'session' }),
+      metrics,
+      options: {
+        maxPayloadBytes: config.BFG_MAX_PAYLOAD_BYTES,
+        archiveUnmatched: config.BFG_ARCHIVE_UNMATCHED,
+        reconnectMaxMs: config.BFG_RECONNECT_MAX_MS,
+        receiveMaximum: config.BFG_MQTT_RECEIVE_MAXIMUM,
+      },
     },
-  });
+    leases,
+  );
   const controlLoop = new ControlLoop(sql, supervisor, logger.child({ component: 'control-loop' }), {
     sweepMs: config.BFG_SWEEP_INTERVAL_MS,
     metrics,
@@ -136,6 +152,7 @@ export function createIngestor(
     supervisor,
     writer,
     controlLoop,
+    leases,
     get httpAddress() {
       return http?.address;
     },
@@ -149,6 +166,8 @@ export function createIngestor(
         );
       discovery.start();
       reporter.start();
+      // Registered before the first reconcile, so that the others count this instance at once.
+      await leases.start();
       await controlLoop.start();
       await broadcaster.start();
       await jobs?.start();
@@ -164,6 +183,8 @@ export function createIngestor(
       await supervisor.stopAll('stopped: the ingestor is shutting down');
       await discovery.stop();
       await reporter.stop();
+      // After the last commit and the last status: the next owner starts where this one ended.
+      await leases.stop();
       // After every other final write, so the pages get those too.
       await broadcaster.stop();
       await Promise.all([flushLogger(connectionFile), flushLogger(parsingFile)]);

@@ -3,7 +3,7 @@ import type { ProcessedMessage } from './message-pipeline.ts';
 import { connectionStatuses, type ConnectionStatus, type ParsingLogKind } from './vocabulary.ts';
 
 /** Where a database operation failed (the `operation` label of bfg_database_errors_total). */
-export type DatabaseOperation = 'write' | 'discovery' | 'status' | 'reconcile' | 'site_changes';
+export type DatabaseOperation = 'write' | 'discovery' | 'status' | 'reconcile' | 'site_changes' | 'lease';
 
 /**
  * What the ingestor's parts tell the metrics — the only way they reach them. Each part is handed

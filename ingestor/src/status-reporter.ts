@@ -11,7 +11,8 @@ const MAX_PENDING_LOG_ROWS = 1_000;
 /**
  * Keeps mqtt_connection's observed state true: every transition is written at once (with a row in
  * mqtt_connection_log and a line in the connection log file); `last_message_at` is written every
- * `flushMs`, not per message. If the database is away, the latest status per connection and the
+ * `flushMs`, not per message. A session's status lands only while nobody took its lease since
+ * (the lease epoch is unchanged); its log rows always do, with this instance's name. If the database is away, the latest status per connection and the
  * newest log rows wait in memory and are written by the next flush.
  */
 export class StatusReporter {
@@ -50,7 +51,7 @@ export class StatusReporter {
       { connectionId: change.connectionId, event: change.event, status: change.status, detail: change.detail },
       'connection',
     );
-    this.latest.set(change.connectionId, full);
+    this.latest.set(`${change.connectionId}/${change.slot}`, full);
     this.log.push(full);
     if (this.log.length > MAX_PENDING_LOG_ROWS) this.log.splice(0, this.log.length - MAX_PENDING_LOG_ROWS);
     void this.flush();
@@ -83,8 +84,10 @@ export class StatusReporter {
     } catch (err) {
       this.metrics.databaseError('status');
       this.logger[failureLevel(err)]({ err: coerceError(err) }, 'could not write connection status; will retry');
-      for (const change of latest)
-        if (!this.latest.has(change.connectionId)) this.latest.set(change.connectionId, change);
+      for (const change of latest) {
+        const key = `${change.connectionId}/${change.slot}`;
+        if (!this.latest.has(key)) this.latest.set(key, change);
+      }
       this.log = [...log, ...this.log].slice(-MAX_PENDING_LOG_ROWS);
       for (const { connectionId, at } of activity)
         if (!this.activity.has(connectionId)) this.activity.set(connectionId, at);

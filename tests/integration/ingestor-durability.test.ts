@@ -116,6 +116,9 @@ describe('no ack before commit', () => {
             BFG_LOG_DIR: logs.path,
             BFG_LOG_LEVEL: 'warn',
             BFG_INSTANCE_ID: 'killable',
+            // The restarted process waits for the killed one's lease to run out (a SIGTERMed one
+            // released it): keep that short.
+            BFG_LEASE_TAKEOVER_S: '3',
           },
           stdio: ['ignore', 'ignore', 'inherit'],
         });

@@ -1,4 +1,6 @@
 import type { Db } from '../db.ts';
+import { LeaseLostError } from '../leases.ts';
+import { leaseKey, type LeaseToken } from './leases.ts';
 import type { ConnectionEvent, ConnectionStatus, LogLevel } from '../vocabulary.ts';
 import type { TopicPattern } from '../topic-matcher.ts';
 
@@ -44,11 +46,37 @@ export async function loadActiveConnections(sql: Db): Promise<ConnectionRow[]> {
 }
 
 /**
- * Records what the broker session may hold. session_filters is in no NOTIFY trigger's column
- * list, so this does not wake the control loop.
+ * Records what the broker session may hold (slot 0: the connection's session, else the member's).
+ * session_filters is in no NOTIFY trigger's column list, so this does not wake the control loop.
+ * Only under the lease: rejects with LeaseLostError when another instance holds it now (a
+ * SUBSCRIBE must not go out then).
  */
-export async function recordSessionFilters(sql: Db, connectionId: string, filters: string[]): Promise<void> {
-  await sql`update mqtt_connection set session_filters = ${filters}::text[] where id = ${connectionId}`;
+export async function recordSessionFilters(
+  sql: Db,
+  lease: LeaseToken,
+  instance: string,
+  filters: string[],
+): Promise<void> {
+  const result =
+    lease.slot === 0
+      ? await sql`
+          update mqtt_connection set session_filters = ${filters}::text[]
+          where id = ${lease.connectionId} and owner_instance = ${instance} and lease_epoch = ${lease.epoch}`
+      : await sql`
+          update mqtt_connection_member set session_filters = ${filters}::text[]
+          where connection_id = ${lease.connectionId} and slot = ${lease.slot} and owner_instance = ${instance}
+            and lease_epoch = ${lease.epoch}`;
+  if (result.count === 0) throw new LeaseLostError('lease lost: another instance holds the connection now');
+}
+
+/** What each member session (slot > 0) of the active connections may hold, by `leaseKey`. */
+export async function loadMemberSessionFilters(sql: Db): Promise<Map<string, string[]>> {
+  const rows = await sql<{ connectionId: string; slot: number; sessionFilters: string[] }[]>`
+    select m.connection_id::text as "connectionId", m.slot, m.session_filters as "sessionFilters"
+    from mqtt_connection_member m
+    join mqtt_connection c on c.id = m.connection_id
+    where c.is_active`;
+  return new Map(rows.map((r) => [leaseKey(r.connectionId, r.slot), r.sessionFilters]));
 }
 
 /** Active patterns of the given connections, by connection id. */
@@ -70,6 +98,10 @@ export type { ConnectionEvent, ConnectionStatus } from '../vocabulary.ts';
 
 export interface StatusChange {
   connectionId: string;
+  /** The session: 0 = the connection's own, 1, 2, … its members (shared connections). */
+  slot: number;
+  /** The lease epoch the session runs under: the row is written only while it is unchanged. */
+  epoch: string;
   status: ConnectionStatus;
   detail: string | null;
   event: ConnectionEvent;
@@ -77,7 +109,13 @@ export interface StatusChange {
   at: Date;
 }
 
-/** Records status transitions: the row's observed state, and one log row per transition. */
+/**
+ * Records status transitions: the session's observed state (the connection row for slot 0, its
+ * mqtt_connection_member row otherwise), and one log row per transition. A status is written only
+ * if nobody acquired the lease since the session's (the epoch is unchanged; released is fine: a
+ * stopped session says "disconnected" before its lease goes), so an instance that lost a
+ * connection never overwrites what its new owner reports.
+ */
 export async function writeStatusChanges(
   sql: Db,
   latest: StatusChange[],
@@ -86,13 +124,21 @@ export async function writeStatusChanges(
 ): Promise<void> {
   await sql.begin(async (tx) => {
     for (const change of latest) {
-      await tx`
-        update mqtt_connection set
-          status = ${change.status},
-          status_detail = ${change.detail},
-          last_connected_at = case when ${change.status} = 'connected' then ${change.at} else last_connected_at end,
-          owner_instance = ${instance}
-        where id = ${change.connectionId}`;
+      if (change.slot === 0) {
+        await tx`
+          update mqtt_connection set
+            status = ${change.status},
+            status_detail = ${change.detail},
+            last_connected_at = case when ${change.status} = 'connected' then ${change.at} else last_connected_at end
+          where id = ${change.connectionId} and lease_epoch = ${change.epoch}`;
+      } else {
+        await tx`
+          update mqtt_connection_member set
+            status = ${change.status},
+            status_detail = ${change.detail},
+            last_connected_at = case when ${change.status} = 'connected' then ${change.at} else last_connected_at end
+          where connection_id = ${change.connectionId} and slot = ${change.slot} and lease_epoch = ${change.epoch}`;
+      }
     }
     if (log.length > 0) {
       await tx`

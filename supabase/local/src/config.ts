@@ -24,6 +24,14 @@ const envSchema = z.object({
   BFG_REALTIME_PORT: port.default(54321),
   /** JWT secret for the realtime server with DATABASE_URL (embedded mode generates one in secrets.json). */
   BFG_JWT_SECRET: z.string().min(32).optional(),
+  /**
+   * Run an ingestor in the stack. false: none, so that standalone instances (`npm run ingestor`,
+   * each with its own BFG_INSTANCE_ID) can share the connections against this stack's database.
+   */
+  BFG_INGESTOR: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true'),
   /** Run the device simulator against the demo broker. */
   BFG_SIMULATE: z
     .enum(['true', 'false'])

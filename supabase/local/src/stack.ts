@@ -78,16 +78,20 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
     log(`demo MQTT broker listening on ${broker.url}`);
     await pointDemoConnectionAt(sql, broker.port, log);
 
-    const ingestorConfig = loadIngestorConfig({
-      ...process.env,
-      DATABASE_URL: db.url,
-      BFG_LOG_DIR: process.env['BFG_LOG_DIR'] ?? path.join(config.BFG_DATA_DIR, 'logs'),
-    });
-    const logger = pino({ level: ingestorConfig.BFG_LOG_LEVEL === 'info' ? 'warn' : ingestorConfig.BFG_LOG_LEVEL });
-    const ingestor: Ingestor = createIngestor(ingestorConfig, logger);
-    await starting('the ingestor', 'Its log on stdout (BFG_LOG_LEVEL=debug) says more', () => ingestor.start());
-    stops.push(() => ingestor.stop());
-    log(`ingestor running (logs: ${ingestorConfig.BFG_LOG_DIR})`);
+    if (config.BFG_INGESTOR) {
+      const ingestorConfig = loadIngestorConfig({
+        ...process.env,
+        DATABASE_URL: db.url,
+        BFG_LOG_DIR: process.env['BFG_LOG_DIR'] ?? path.join(config.BFG_DATA_DIR, 'logs'),
+      });
+      const logger = pino({ level: ingestorConfig.BFG_LOG_LEVEL === 'info' ? 'warn' : ingestorConfig.BFG_LOG_LEVEL });
+      const ingestor: Ingestor = createIngestor(ingestorConfig, logger);
+      await starting('the ingestor', 'Its log on stdout (BFG_LOG_LEVEL=debug) says more', () => ingestor.start());
+      stops.push(() => ingestor.stop());
+      log(`ingestor running (logs: ${ingestorConfig.BFG_LOG_DIR})`);
+    } else {
+      log('no ingestor (BFG_INGESTOR=false): start instances with DATABASE_URL="$(npm run -s db:url)" npm run ingestor');
+    }
 
     if (config.BFG_SIMULATE) {
       const controller = new AbortController();
