@@ -75,12 +75,15 @@ async function main(): Promise<void> {
   try {
     await ingestor.start();
   } catch (err) {
+    // A signal during the start stops the parts started so far, and what was still starting may
+    // fail on the closed pool: that is the stop the signal asked for, not a failed start.
+    if (stopping) return;
     // E.g. BFG_HTTP_PORT in use. Parts may have started; exit instead of leaving them running.
     logger.error({ err: coerceError(err) }, 'bfg-ingestor failed to start');
     await closeReporting();
     process.exit(1);
   }
-  logger.info(mode === 'worker' ? 'job worker started' : 'ingestor started');
+  if (!stopping) logger.info(mode === 'worker' ? 'job worker started' : 'ingestor started');
 }
 
 main().catch((err: unknown) => {

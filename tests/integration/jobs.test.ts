@@ -209,7 +209,7 @@ describe('a replay killed mid-way', () => {
     const site = await newSite(db.sql);
     // Inactive: only the worker touches this connection's archive.
     const connectionId = await newConnection(db, site.id, 1, false);
-    const total = 6_000;
+    const total = 3_000;
     const base = Date.parse('2026-11-29T00:00:00Z');
     await db.sql`
       insert into mqtt_message_archive (connection_id, topic, payload, qos, received_at)

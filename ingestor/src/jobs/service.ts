@@ -20,14 +20,25 @@ export function createJobService(
   deps: { sql: Db; registry: ParserRegistry; logger: Logger },
 ): JobService {
   let worker: JobWorker | undefined;
+  let starting: Promise<void> | undefined;
+  let stopped = false;
   return {
-    async start() {
-      worker = await startJobWorker(jobContextFromConfig(config, deps), {
-        databaseUrl: config.DATABASE_URL,
-        concurrency: config.BFG_WORKER_CONCURRENCY,
-      });
+    start() {
+      starting = (async () => {
+        const started = await startJobWorker(jobContextFromConfig(config, deps), {
+          databaseUrl: config.DATABASE_URL,
+          concurrency: config.BFG_WORKER_CONCURRENCY,
+        });
+        // Stopped while starting (a SIGTERM right after start): do not leave a worker running.
+        if (stopped) await started.stop();
+        else worker = started;
+      })();
+      return starting;
     },
     async stop() {
+      stopped = true;
+      // A start in progress finishes first; it uses the pool, which the caller closes after this.
+      await starting?.catch(() => undefined);
       await worker?.stop();
       worker = undefined;
     },

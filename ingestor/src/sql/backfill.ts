@@ -88,6 +88,8 @@ export async function recordBackfillBatch(
   await tx`
     update backfill_run set
       cursor_id = greatest(cursor_id, ${batch.cursorId}::bigint),
+      -- Messages archived after the run started (see SETTLE_MS in the task) are matched too.
+      matched = greatest(matched, processed + ${batch.processed}),
       processed = processed + ${batch.processed},
       failed = failed + ${batch.failed},
       readings = readings + ${batch.readings},
@@ -129,4 +131,12 @@ export async function enqueueUnfinishedBackfills(sql: Db): Promise<number> {
     from backfill_run r
     where r.state in ('queued', 'running')`;
   return rows.count;
+}
+
+/** Milliseconds until `settleMs` have passed since the run was asked for (database time), at least 0. */
+export async function msUntilSettled(sql: Db, topicId: string, settleMs: number): Promise<number> {
+  const [row] = await sql<{ ms: number }[]>`
+    select greatest(0, ceil(extract(epoch from requested_at - now()) * 1000 + ${settleMs}))::int as ms
+    from backfill_run where topic_id = ${topicId}`;
+  return row?.ms ?? 0;
 }

@@ -5,6 +5,7 @@ import { loadActivePatterns } from '../../sql/connections.ts';
 import {
   finishBackfillRun,
   loadBackfillRun,
+  msUntilSettled,
   noteBackfillError,
   recordBackfillBatch,
   startBackfillRun,
@@ -16,6 +17,22 @@ import { coerceError } from '../../errors.ts';
 import type { JobContext } from '../context.ts';
 
 const payloadSchema = z.object({ topicId: z.coerce.string().regex(/^\d+$/) });
+
+/**
+ * How long after the edit the replay looks once more before it ends. The ingestor's sessions take
+ * a new pattern within milliseconds of its NOTIFY, but a message matched (not) against the old
+ * patterns just before may still be on its way to the archive in a batch not yet committed; such
+ * stragglers are replayed too. One later than this (only behind a write backlog of more than 5 s)
+ * stays archived until the pattern is next edited.
+ */
+const SETTLE_MS = 5_000;
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+  });
+}
 
 /**
  * Replays the archived messages a pattern now matches, in arrival order and in batches, through
@@ -45,6 +62,7 @@ export function createBackfillTask(ctx: JobContext): Task {
     };
 
     try {
+      let settled = false;
       for (;;) {
         // A shutdown stops between batches; the job fails and is retried, resuming at the cursor.
         if (helpers.abortSignal.aborted) throw new Error('interrupted by shutdown; will resume');
@@ -76,7 +94,11 @@ export function createBackfillTask(ctx: JobContext): Task {
           ctx.onBatch?.({ topicId, messages: consumed.length, readings: stats.inserted });
           return true;
         });
-        if (!more) break;
+        if (more) continue;
+        if (settled) break;
+        settled = true;
+        const wait = await msUntilSettled(ctx.sql, topicId, SETTLE_MS);
+        if (wait > 0) await delay(wait, helpers.abortSignal);
       }
     } catch (err) {
       const error = coerceError(err);
