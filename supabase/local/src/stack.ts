@@ -90,7 +90,9 @@ export async function startLocalStack(config: LocalConfig, log: (message: string
       stops.push(() => ingestor.stop());
       log(`ingestor running (logs: ${ingestorConfig.BFG_LOG_DIR})`);
     } else {
-      log('no ingestor (BFG_INGESTOR=false): start instances with DATABASE_URL="$(npm run -s db:url)" npm run ingestor');
+      log(
+        'no ingestor (BFG_INGESTOR=false): start instances with DATABASE_URL="$(npm run -s db:url)" npm run ingestor',
+      );
     }
 
     if (config.BFG_SIMULATE) {
