@@ -98,8 +98,9 @@ describe('migrations on an empty database', () => {
       select pubname, tablename from pg_publication_tables where schemaname = 'public' order by 1, 2`;
     expect(rows.filter((r) => r.tablename.startsWith('sensor_reading'))).toEqual([]);
     // discovered_topic and mqtt_parsing_log reach their pages as nudges in the site's `changes` broadcast;
-    // backfill_run is written once per replayed batch.
+    // backfill_run is written once per replayed batch; audit_log once per change someone makes.
     expect(rows.filter((r) => r.pubname === 'supabase_realtime').map((r) => r.tablename)).toEqual([
+      'audit_log',
       'backfill_run',
       'mqtt_connection',
       'mqtt_connection_log',

@@ -46,6 +46,11 @@ export const variables = defineEnvVars({
       "Base URL this server uses for Supabase Auth (sign-in, refresh, sign-out) when the browser's PUBLIC_SUPABASE_URL is not reachable from where it runs (docker-compose.yml: http://kong:8000); unset: PUBLIC_SUPABASE_URL.",
     schema: atRuntime(z.url().optional()),
   },
+  SUPABASE_SERVICE_ROLE_KEY: {
+    description:
+      "The project's service_role key, for the Users page (Supabase Auth's admin API: accounts, roles, passwords). Used by this server only, never sent to a browser; unset: the Users page says so and accounts are managed in Studio.",
+    schema: atRuntime(z.string().min(20, 'must be the service_role key (a JWT)').optional()),
+  },
   PUBLIC_SUPABASE_URL: {
     public: true,
     description:

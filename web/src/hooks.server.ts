@@ -17,6 +17,7 @@ export const init: ServerInit = () => {
 const PUBLIC_PATHS = new Set(['/login']);
 
 export const handle: Handle = async ({ event, resolve }) => {
+  const started = performance.now();
   const stored = readSessionCookies(event.cookies);
   event.locals.session = null;
   if (stored) {
@@ -44,6 +45,9 @@ export const handle: Handle = async ({ event, resolve }) => {
   const response = await resolve(event);
   response.headers.set('x-content-type-options', 'nosniff');
   response.headers.set('referrer-policy', 'same-origin');
+  // How long this server took, sign-in check, loads and rendering included (`npm run bench:pages`
+  // reads it; so can a browser's network panel).
+  response.headers.set('server-timing', `app;dur=${(performance.now() - started).toFixed(1)}`);
   return response;
 };
 

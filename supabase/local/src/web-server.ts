@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { mintAnonKey } from './auth/tokens.ts';
+import { mintAnonKey, mintServiceRoleKey } from './auth/tokens.ts';
 import { LocalStackError } from './errors.ts';
 import { repoRoot } from './paths.ts';
 import { isPortFree } from './port.ts';
@@ -34,7 +34,7 @@ export interface WebServer {
 /**
  * Runs the built dashboard as a child process — the way it runs in production (`node build`) —
  * configured for the local stack: local accounts, tokens signed with the stack's JWT secret,
- * supabase-js pointed at the local realtime server. Resolves once it answers HTTP.
+ * supabase-js pointed at the local realtime server, the service_role key for the Users page. Resolves once it answers HTTP.
  */
 export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
   if (!existsSync(webBuildEntry)) {
@@ -60,6 +60,9 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
       BFG_JWT_SECRET: options.jwtSecret,
       PUBLIC_SUPABASE_URL: options.realtimeUrl,
       PUBLIC_SUPABASE_ANON_KEY: await mintAnonKey(options.jwtSecret),
+      // The dashboard's Users page calls the Auth admin API (the stand-in's /auth/v1/admin/users)
+      // with it, from the server only: it is a private variable, never sent to a browser.
+      SUPABASE_SERVICE_ROLE_KEY: await mintServiceRoleKey(options.jwtSecret),
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -169,3 +169,39 @@ export const parsingLogRow = z.object({
   last_seen_at: at,
 });
 export type ParsingLogRow = z.infer<typeof parsingLogRow>;
+
+/** The tables the audit trail records (audit_log_table_check). */
+export const auditedTables = [
+  'site',
+  'site_member',
+  'mqtt_connection',
+  'mqtt_connection_secret',
+  'mqtt_topic',
+  'auth.users',
+] as const;
+
+/** One change of one row, as the audit triggers record it (supabase/migrations/20261202000500_audit_trail.sql). */
+export const auditRow = z.object({
+  id,
+  at,
+  txid: int,
+  actor_sub: text,
+  actor_email: text,
+  actor_role: text,
+  db_user: z.string(),
+  actor: z.string(),
+  table_name: z.enum(auditedTables),
+  op: z.enum(['INSERT', 'UPDATE', 'DELETE']),
+  row_id: z.string(),
+  site_id: id.nullable(),
+  label: text,
+  /** Column → {old, new}; a secret column → {secret: set | changed | cleared}, never a value. */
+  changes: z.record(
+    z.string(),
+    z.union([
+      z.object({ secret: z.enum(['set', 'changed', 'cleared']) }),
+      z.object({ old: z.unknown().optional(), new: z.unknown().optional() }),
+    ]),
+  ),
+});
+export type AuditRow = z.infer<typeof auditRow>;

@@ -78,3 +78,11 @@ export function parseParserConfig(
   }
   return { ok: true, config: json as Record<string, unknown> };
 }
+
+/** What the discovered-topics preview asks: the pattern as typed, its priority and (editing) its id. */
+export const patternPreviewQuery = z.object({
+  connection_id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  pattern: topicFilterSchema,
+  priority: z.coerce.number().int().min(-1000).max(1000).catch(100),
+  pattern_id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+});

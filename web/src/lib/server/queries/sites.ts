@@ -35,6 +35,8 @@ export const siteSummary = z
     status_detail: z.string().nullable(),
     is_active: z.boolean().nullable(),
     last_message_at: z.coerce.date().nullable(),
+    parsing_problems_1h: count,
+    connection_errors_1h: count,
     gateway_groups: presenceGroups,
     datalogger_groups: presenceGroups,
     sensor_groups: presenceGroups,
@@ -51,12 +53,17 @@ export type SiteSummary = z.infer<typeof siteSummary>;
  * The sites the user may see (RLS decides), with their connection's state and device counts by
  * state. Postgres groups the devices by the columns their state depends on (a handful of groups
  * per site); the state of each group comes from presence.ts, the rule the site page applies to
- * live rows too.
+ * live rows too. The status summary adds what went wrong in the last hour: distinct parsing
+ * problems seen (mqtt_parsing_log rows) and connection errors, each an index range per connection.
  */
 export async function listSiteSummaries(tx: TransactionSql, siteId: number | null = null): Promise<SiteSummary[]> {
   const rows = await tx`
     select s.id, s.slug, s.name,
       c.id as connection_id, c.status, c.status_detail, c.is_active, c.last_message_at,
+      (select count(*) from public.mqtt_parsing_log p
+       where p.connection_id = c.id and p.last_seen_at > now() - interval '1 hour') as parsing_problems_1h,
+      (select count(*) from public.mqtt_connection_log l
+       where l.connection_id = c.id and l.created_at > now() - interval '1 hour' and l.level = 'error') as connection_errors_1h,
       (select coalesce(json_agg(json_build_object('online', g.online, 'presence', g.presence, 'n', g.n)), '[]')
        from (select online, presence, count(*) as n from public.gateway where site_id = s.id group by online, presence) g
       ) as gateway_groups,
@@ -68,7 +75,7 @@ export async function listSiteSummaries(tx: TransactionSql, siteId: number | nul
       ) as sensor_groups
     from public.site s
     left join public.mqtt_connection c on c.site_id = s.id
-    where s.is_active and (${siteId}::bigint is null or s.id = ${siteId})
+    where s.is_active ${siteId !== null ? tx`and s.id = ${siteId}` : tx``}
     order by s.name, s.id`;
   return z.array(siteSummary).parse(rows);
 }

@@ -3,20 +3,25 @@ import postgres from 'postgres';
 import { z } from 'zod';
 import { asUser } from '#lib/server/as-user.ts';
 import { fieldErrors, formFields } from '#lib/server/form.ts';
-import { requireAdmin, requireSession } from '#lib/server/guards.ts';
+import { parseId, requireAdmin, requireSession } from '#lib/server/guards.ts';
 import { listConnectionOptions } from '#lib/server/queries/connection-options.ts';
+import { decodeCursor, encodeCursor } from '#lib/server/cursor.ts';
 import {
   createTopicPattern,
+  deleteTopicPattern,
   listBackfillRuns,
   listDiscoveredTopics,
   listTopicPatterns,
+  patternTopicCounts,
+  setTopicPatternActive,
+  topicCursor,
   updateTopicPattern,
 } from '#lib/server/queries/topics.ts';
 import { newPatternSchema, parseParserConfig, parserKeys, patternEditSchema } from '#lib/server/topic-patterns.ts';
 import type { TopicPatternRow } from '#lib/rows.ts';
 import type { Actions, PageServerLoad } from './$types';
 
-/** How many topics a page shows; the filter narrows the rest. */
+/** How many topics a page shows; the filter narrows the rest, "Older" pages through them. */
 const PAGE_SIZE = 200;
 
 const filterSchema = z.object({
@@ -33,6 +38,7 @@ export const load = (async ({ locals, url, depends }) => {
     q: url.searchParams.get('q') ?? '',
     processable: url.searchParams.get('processable') ?? 'all',
   });
+  const after = decodeCursor(url.searchParams.get('after'), topicCursor);
   return asUser(session.claims, async (tx) => {
     const [connections, patterns, runs, topics] = await Promise.all([
       listConnectionOptions(tx),
@@ -43,9 +49,25 @@ export const load = (async ({ locals, url, depends }) => {
         search: filter.q,
         processable: filter.processable === 'all' ? null : filter.processable === 'yes',
         limit: PAGE_SIZE,
+        after,
       }),
     ]);
-    return { filter, connections, patterns, runs, topics: topics.rows, total: topics.total, parserKeys };
+    const counts = await patternTopicCounts(
+      tx,
+      patterns.map((p) => p.id),
+    );
+    return {
+      filter,
+      connections,
+      patterns: patterns.map((p) => ({ ...p, topic_count: counts.get(p.id) ?? 0 })),
+      runs,
+      topics: topics.rows,
+      total: topics.total,
+      capped: topics.capped,
+      next: topics.next ? encodeCursor(topics.next) : null,
+      paged: after !== null,
+      parserKeys,
+    };
   });
 }) satisfies PageServerLoad;
 
@@ -109,5 +131,28 @@ export const actions = {
     }
     if (!updated) error(404, 'No such pattern.');
     return { updated: { pattern: updated.pattern, parser: updated.parser, is_active: updated.is_active } };
+  },
+
+  /** On or off; off, the pattern's topics are discovered and archived but not parsed. */
+  setPatternActive: async ({ locals, request }) => {
+    const session = requireAdmin(locals);
+    const fields = await formFields(request);
+    const id = parseId(fields['id'], 'pattern id');
+    const active = z.enum(['true', 'false']).safeParse(fields['active']);
+    if (!active.success) error(400, 'Missing or invalid active.');
+    const row = await asUser(session.claims, (tx) => setTopicPatternActive(tx, id, active.data === 'true'));
+    if (!row) error(404, 'No such pattern.');
+    return { toggled: { id: row.id, pattern: row.pattern, is_active: row.is_active } };
+  },
+
+  /** Deletes a pattern once confirmed (the form says what happens to its topics). */
+  deletePattern: async ({ locals, request }) => {
+    const session = requireAdmin(locals);
+    const fields = await formFields(request);
+    const id = parseId(fields['id'], 'pattern id');
+    if (fields['confirm'] !== 'yes') return fail(400, { message: 'Confirm the deletion.' });
+    const row = await asUser(session.claims, (tx) => deleteTopicPattern(tx, id));
+    if (!row) error(404, 'No such pattern.');
+    return { deleted: { pattern: row.pattern, parser: row.parser } };
   },
 } satisfies Actions;

@@ -1,9 +1,11 @@
-import { error, fail } from '@sveltejs/kit';
+import { error, fail, redirect } from '@sveltejs/kit';
 import postgres from 'postgres';
-import { connectionSecretsSchema, connectionSettingsSchema, secretFieldNames } from '#lib/connection-form.ts';
+import { connectionSecretsSchema, connectionSettingsSchema } from '#lib/connection-form.ts';
 import { asUser } from '#lib/server/as-user.ts';
+import { echoFields as echo, testConnectionSettings } from '#lib/server/connection-test.ts';
 import { fieldErrors, formFields } from '#lib/server/form.ts';
 import { requireAdmin } from '#lib/server/guards.ts';
+import { connectionDeletionImpact, deleteConnection } from '#lib/server/queries/connection-admin.ts';
 import {
   getConnection,
   getSecretPresence,
@@ -19,16 +21,14 @@ export const load = (async ({ locals, params, depends }) => {
     const connection = await getConnection(tx, params.connectionId);
     if (!connection) error(404, 'No such connection.');
     // Which secrets are set, never their values: the browser gets booleans only.
-    return { connection, secrets: await getSecretPresence(tx, connection.id) };
+    return {
+      connection,
+      secrets: await getSecretPresence(tx, connection.id),
+      // What a deletion would take along (the confirmation says so).
+      impact: await connectionDeletionImpact(tx, connection.id),
+    };
   });
 }) satisfies PageServerLoad;
-
-/** What the form sends back on an error: what was typed, minus every secret. */
-function echo(fields: Record<string, string>): Record<string, string> {
-  const values = { ...fields };
-  for (const name of secretFieldNames) delete values[name];
-  return values;
-}
 
 export const actions = {
   save: async ({ locals, params, request }) => {
@@ -68,5 +68,34 @@ export const actions = {
       throw err;
     }
     return { saved: true };
+  },
+
+  /** Tries the settings in the form against the broker, saving nothing (stored secrets where left empty). */
+  test: async ({ locals, params, request }) => {
+    const session = requireAdmin(locals);
+    const fields = await formFields(request);
+    // As the user first: an admin who may see this connection (RLS), and its site's slug.
+    const connection = await asUser(session.claims, (tx) => getConnection(tx, params.connectionId));
+    if (!connection) error(404, 'No such connection.');
+    return testConnectionSettings(fields, connection.site_slug, connection.id, session.user.email);
+  },
+
+  /** Deletes the connection when the form repeats the site's slug (the page says what goes with it). */
+  delete: async ({ locals, params, request }) => {
+    const session = requireAdmin(locals);
+    const fields = await formFields(request);
+    const deleted = await asUser(session.claims, async (tx) => {
+      const connection = await getConnection(tx, params.connectionId);
+      if (!connection) error(404, 'No such connection.');
+      if ((fields['confirm'] ?? '').trim() !== connection.site_slug) return null;
+      await deleteConnection(tx, connection.id);
+      return connection;
+    });
+    if (!deleted)
+      return fail(400, {
+        deleteErrors: { confirm: ['Type the site’s slug to confirm.'] },
+        message: 'Not deleted.',
+      });
+    redirect(303, `/connections?deleted=${encodeURIComponent(deleted.site_slug)}`);
   },
 } satisfies Actions;

@@ -1,0 +1,39 @@
+import type { TransactionSql } from 'postgres';
+import { z } from 'zod';
+import { ROLLUP_S } from './readings.ts';
+
+/** What a sparkline draws: x in epoch seconds, y the bucket's average (uPlot's data layout). */
+export interface Sparkline {
+  t: number[];
+  v: number[];
+}
+
+/** The window a sparkline shows. */
+export const SPARKLINE_S = 3600;
+
+const row = z.object({
+  sensor_id: z.coerce.number().int(),
+  t: z.array(z.coerce.number()),
+  v: z.array(z.coerce.number()),
+});
+
+/**
+ * The last hour of every sensor of a site, in one query: the five-minute rollups (12 rows per
+ * sensor, over the rollup's (sensor_id, bucket) key), one row per sensor with its points as
+ * arrays — 1,000 sensors are 1,000 rows, not 12,000. Keyed by sensor id; sensors without a value
+ * in the hour are missing. As the user (RLS on the rollups: members of the site, admins).
+ */
+export async function loadSiteSparklines(tx: TransactionSql, siteId: number): Promise<Record<number, Sparkline>> {
+  const rows = await tx`
+    select r.sensor_id,
+           array_agg(extract(epoch from r.bucket)::float8 + ${ROLLUP_S / 2} order by r.bucket) as t,
+           -- Four significant digits are more than 28 pixels of height can show (and serialize short).
+           array_agg(round((r.sum / r.n)::numeric, 3 - floor(log(greatest(abs(r.sum / r.n), 1e-6)))::int)::float8 order by r.bucket) as v
+    from public.sensor_reading_rollup r
+    where r.sensor_id in (select s.id from public.sensor s where s.site_id = ${siteId})
+      and r.bucket >= now() - make_interval(secs => ${SPARKLINE_S})
+    group by r.sensor_id`;
+  const lines: Record<number, Sparkline> = {};
+  for (const r of z.array(row).parse(rows)) lines[r.sensor_id] = { t: r.t, v: r.v };
+  return lines;
+}
