@@ -299,7 +299,15 @@ export class BatchWriter {
   /** One write transaction, timed for the metrics when it commits. */
   private async commit(messages: number, write: (tx: TransactionSql) => Promise<BatchStats>): Promise<BatchStats> {
     const started = performance.now();
-    const result = await this.sql.begin(write);
+    let result: BatchStats;
+    try {
+      result = await this.sql.begin(write);
+    } catch (err) {
+      // writeBatch caches the ids of the sensors it created; rolled back, they do not exist. Kept,
+      // every later write naming them would fail (one by one: each good message logged as refused).
+      this.sensorIds.clear();
+      throw err;
+    }
     this.metrics.batchCommitted(messages, (performance.now() - started) / 1000);
     return result;
   }
