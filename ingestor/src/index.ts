@@ -6,4 +6,11 @@ export { parseEnv } from './env.ts';
 export { coerceError } from './errors.ts';
 export { Leases, LeaseLostError, leaseTiming, type LeaseTiming, type LeaseToken } from './leases.ts';
 export { planLeases, type LeasePlan, type LeasePlanInput } from './lease-plan.ts';
-export { acquireLeases, holdLeases, releaseLeases, renewLeases, type LeaseUnit } from './sql/leases.ts';
+export {
+  acquireLeases,
+  boundIdleTransaction,
+  holdLeases,
+  releaseLeases,
+  renewLeases,
+  type LeaseUnit,
+} from './sql/leases.ts';

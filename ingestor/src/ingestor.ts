@@ -86,6 +86,7 @@ export function createIngestor(
   const reporter = new StatusReporter(sql, connectionFile, logger.child({ component: 'status' }), {
     instance: config.BFG_INSTANCE_ID,
     flushMs: config.BFG_STATUS_FLUSH_MS,
+    idleTimeoutMs: timing.idleTimeoutMs,
     metrics,
   });
   const supervisor = new Supervisor(

@@ -204,7 +204,10 @@ export class Leases extends EventEmitter<LeasesEvents> {
     }
     if (mine.length === 0 && !options.deregister) return;
     try {
-      await releaseLeases(this.sql, this.instance, mine, { deregister: options.deregister ?? false });
+      await releaseLeases(this.sql, this.instance, mine, {
+        deregister: options.deregister ?? false,
+        idleTimeoutMs: this.timing.idleTimeoutMs,
+      });
       if (mine.length > 0)
         this.logger.info({ leases: mine.map((t) => leaseKey(t.connectionId, t.slot)) }, 'leases released');
     } catch (err) {

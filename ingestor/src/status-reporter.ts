@@ -24,14 +24,20 @@ export class StatusReporter {
   private readonly sql: Db;
   private readonly fileLog: Logger;
   private readonly logger: Logger;
-  private readonly options: { instance: string; flushMs: number };
+  private readonly options: { instance: string; flushMs: number; idleTimeoutMs: number };
   private readonly metrics: Pick<IngestorMetrics, 'databaseError'>;
 
   constructor(
     sql: Db,
     fileLog: Logger,
     logger: Logger,
-    options: { instance: string; flushMs: number; metrics?: Pick<IngestorMetrics, 'databaseError'> },
+    options: {
+      instance: string;
+      flushMs: number;
+      /** How long a status transaction may sit idle (a paused process) before Postgres ends it (leases.ts). */
+      idleTimeoutMs: number;
+      metrics?: Pick<IngestorMetrics, 'databaseError'>;
+    },
   ) {
     this.sql = sql;
     this.fileLog = fileLog;
@@ -79,7 +85,7 @@ export class StatusReporter {
     this.log = [];
     this.activity = new Map();
     try {
-      if (latest.length > 0 || log.length > 0) await writeStatusChanges(this.sql, latest, log, this.options.instance);
+      if (latest.length > 0 || log.length > 0) await writeStatusChanges(this.sql, latest, log, this.options);
       await writeLastMessageAt(this.sql, activity);
     } catch (err) {
       this.metrics.databaseError('status');

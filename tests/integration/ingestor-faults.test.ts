@@ -6,6 +6,7 @@ import { newSite } from '../support/factories.ts';
 import { spawnIngestor, type IngestorProcess } from '../support/ingestor-process.ts';
 import { startMosquitto, type RunningMosquitto } from '../support/mosquitto.ts';
 import { startOwnPostgres, type OwnPostgres } from '../support/own-postgres.ts';
+import { connectClient } from '../support/mqtt-client.ts';
 import { startPublishing, storedPerSite, type SustainedPublisher } from '../support/sustained-publisher.ts';
 import { waitFor } from '../support/wait-for.ts';
 
@@ -147,32 +148,59 @@ async function holders(sql: postgres.Sql): Promise<Holder[]> {
 }
 
 /**
- * Every session connected and subscribed (a 'subscribe' row in its log), held by one of the
- * running instances, each instance holding at least one: the broker then keeps everything
- * published from now on.
+ * Every session connected, held by one of the running instances, each instance holding at least
+ * one, and each connection subscribed: a probe published to it (on a topic no pattern matches) has
+ * arrived. The broker then keeps everything published from now on.
  */
 async function waitForSpread(r: Rig, options: { sessions?: number } = {}): Promise<Holder[]> {
   const running = [...r.instances.values()].filter((i) => i.running).map((i) => i.instance);
-  return waitFor(
-    'every session connected, subscribed and spread over the instances',
-    async () => {
-      const rows = await holders(r.sql);
-      const subscribed = await r.sql<{ id: string; slot: number }[]>`
-        select connection_id::text as id, coalesce(substring(detail from '^member ([0-9]+):')::int, 0) as slot
-        from mqtt_connection_log where event = 'subscribe' and detail ~ 'subscribed to'`;
-      const ok =
-        rows.length >= (options.sessions ?? r.sites.length) &&
-        rows.every(
-          (h) =>
-            h.status === 'connected' &&
-            running.includes(h.owner ?? '') &&
-            subscribed.some((s) => s.id === h.id && s.slot === h.slot),
-        ) &&
-        running.every((name) => rows.some((h) => h.owner === name));
-      return ok ? rows : undefined;
-    },
-    { timeoutMs: 30_000, intervalMs: 100 },
-  ) as Promise<Holder[]>;
+  const probe = await connectClient(r.mosquitto.url);
+  try {
+    return await explained(
+      r,
+      waitFor(
+        'every session connected, spread over the instances, and subscribed',
+        async () => {
+          const rows = await holders(r.sql);
+          const spread =
+            rows.length >= (options.sessions ?? r.sites.length) &&
+            rows.every((h) => h.status === 'connected' && running.includes(h.owner ?? '')) &&
+            running.every((name) => rows.some((h) => h.owner === name));
+          if (!spread) return undefined;
+          // A probe lost before the SUBACK is simply sent again on the next look.
+          await Promise.all(r.sites.map((s) => probe.publishAsync(`${s.slug}/probe`, 'probe', { qos: 1 })));
+          const arrived = await r.sql<{ n: number }[]>`
+            select count(*)::int as n from discovered_topic where topic = any(${r.sites.map((s) => `${s.slug}/probe`)})`;
+          return arrived[0]!.n === r.sites.length ? rows : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 250 },
+      ) as Promise<Holder[]>,
+    );
+  } finally {
+    await probe.endAsync();
+  }
+}
+
+/** Adds what the database and the ingestors' last log lines say to a failed wait. */
+async function explained<T>(r: Rig, wait: Promise<T>): Promise<T> {
+  try {
+    return await wait;
+  } catch (err) {
+    const state = {
+      holders: await holders(r.sql).catch(() => []),
+      leases: await r.sql`select id, owner_instance, lease_expires_at, lease_epoch, now() from mqtt_connection`.catch(
+        () => [],
+      ),
+      instances: await r.sql`select id, heartbeat_at, lease_expires_at from ingestor_instance`.catch(() => []),
+      logs: Object.fromEntries(
+        [...r.instances.values()].map((i) => [
+          i.instance,
+          i.lines.slice(-25).map((l) => `${JSON.stringify(l['time'])} ${JSON.stringify(l['level'])} ${JSON.stringify(l['msg'])}`),
+        ]),
+      ),
+    };
+    throw new Error(`${(err as Error).message}\n${JSON.stringify(state, null, 1)}`, { cause: err });
+  }
 }
 
 /** Waits until session (id, slot) is connected under an owner `accept` takes; the milliseconds since `since`. */
@@ -183,13 +211,16 @@ async function waitForHolder(
   since: number,
   slot = 0,
 ): Promise<number> {
-  await waitFor(
-    `session ${id}/${slot} to be connected under a new owner`,
-    async () => {
-      const h = (await holders(r.sql)).find((x) => x.id === id && x.slot === slot);
-      return h !== undefined && h.owner !== null && accept(h.owner) && h.status === 'connected';
-    },
-    { timeoutMs: r.takeoverS * 1000 + 30_000, intervalMs: 20 },
+  await explained(
+    r,
+    waitFor(
+      `session ${id}/${slot} to be connected under a new owner`,
+      async () => {
+        const h = (await holders(r.sql)).find((x) => x.id === id && x.slot === slot);
+        return h !== undefined && h.owner !== null && accept(h.owner) && h.status === 'connected';
+      },
+      { timeoutMs: r.takeoverS * 1000 + 30_000, intervalMs: 20 },
+    ),
   );
   return performance.now() - since;
 }

@@ -1,7 +1,14 @@
 import fc from 'fast-check';
 import type postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
-import { acquireLeases, holdLeases, planLeases, renewLeases, type LeaseUnit } from '@bfg/ingestor';
+import {
+  acquireLeases,
+  boundIdleTransaction,
+  holdLeases,
+  planLeases,
+  renewLeases,
+  type LeaseUnit,
+} from '@bfg/ingestor';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { newConnection, newSite } from '../support/factories.ts';
 import { startIngestor, type RunningIngestor } from '../support/ingestor.ts';
@@ -165,15 +172,26 @@ describe('leases in the database', () => {
     expect(row).toEqual({ owner: 'b', epoch: '2' });
   });
 
-  it('ends a write transaction left idle by a paused holder, so that its lock cannot outlive the lease', async () => {
+  it.each([
+    ['a write transaction (its fence lock)', 'write'],
+    ['a status transaction (its row lock)', 'status'],
+  ] as const)('ends %s left idle by a paused holder, so that no lock outlives the lease', async (_what, kind) => {
     const db = await database();
     const id = await activeConnection(db.sql);
     const [a] = await acquireLeases(db.sql, 'a', 60_000, [{ connectionId: id, slot: 0 }]);
+    await db.sql`update mqtt_connection set lease_expires_at = now() - interval '1 second' where id = ${id}`;
     let pid = 0;
     const started = performance.now();
     const transaction = db.sql.begin(async (tx) => {
-      await holdLeases(tx, 'a', [a!], 300);
+      if (kind === 'write') {
+        await holdLeases(tx, 'a', [a!], 300);
+      } else {
+        await boundIdleTransaction(tx, 300);
+        await tx`update mqtt_connection set status = 'connected' where id = ${id}`;
+      }
       pid = (await tx<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
+      // Expired, but taken by nobody while the holder's transaction has it.
+      expect(await acquireLeases(db.sql, 'b', 60_000, [{ connectionId: id, slot: 0 }])).toEqual([]);
       // Idle in the transaction from here on, as a process stopped between two statements is.
       await new Promise(() => undefined);
     });
@@ -181,7 +199,6 @@ describe('leases in the database', () => {
     const ended = performance.now() - started;
     expect(await db.sql`select 1 from pg_stat_activity where pid = ${pid}`).toHaveLength(0);
     expect(ended).toBeLessThan(5_000);
-    await db.sql`update mqtt_connection set lease_expires_at = now() - interval '1 second' where id = ${id}`;
     expect(await acquireLeases(db.sql, 'b', 60_000, [{ connectionId: id, slot: 0 }])).toHaveLength(1);
   });
 });
@@ -217,13 +234,14 @@ describe('instances sharing the connections', () => {
     const joined = performance.now();
     await start('i2');
     await start('i3');
-    // ceil(7 / 3) = 3: nobody above it, everything connected, each instance running what it holds.
+    // ceil(7 / 3) = 3 at most, everything connected, each instance running what it holds.
     const balanced = await waitFor('the connections to spread over three instances', owners, {
       timeoutMs: 20_000,
       accept: (rows) => {
         const counts = spread(rows);
         const total = [...counts.values()].reduce((a, b) => a + b, 0);
-        return total === 7 && counts.size === 3 && [...counts.values()].every((n) => n <= 3);
+        // Counts one apart: 3, 2, 2.
+        return total === 7 && counts.size === 3 && Math.max(...counts.values()) - Math.min(...counts.values()) <= 1;
       },
     });
     console.info(

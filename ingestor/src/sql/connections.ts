@@ -1,6 +1,6 @@
 import type { Db } from '../db.ts';
 import { LeaseLostError } from '../leases.ts';
-import { leaseKey, type LeaseToken } from './leases.ts';
+import { boundIdleTransaction, leaseKey, type LeaseToken } from './leases.ts';
 import type { ConnectionEvent, ConnectionStatus, LogLevel } from '../vocabulary.ts';
 import type { TopicPattern } from '../topic-matcher.ts';
 
@@ -120,9 +120,12 @@ export async function writeStatusChanges(
   sql: Db,
   latest: StatusChange[],
   log: StatusChange[],
-  instance: string,
+  options: { instance: string; idleTimeoutMs: number },
 ): Promise<void> {
+  const { instance } = options;
   await sql.begin(async (tx) => {
+    // It locks connection rows: a pause in the middle must not keep a takeover out.
+    if (latest.length > 0) await boundIdleTransaction(tx, options.idleTimeoutMs);
     for (const change of latest) {
       if (change.slot === 0) {
         await tx`

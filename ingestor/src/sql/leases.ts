@@ -113,7 +113,7 @@ export async function acquireLeases(
       join t on t.slot = 0 and t.id = c.id
       where c.is_active and (c.owner_instance is null or c.lease_expires_at is null or c.lease_expires_at < now())
       order by c.id
-      for update of c skip locked
+      for no key update of c skip locked
     ),
     c as (
       update mqtt_connection c
@@ -128,7 +128,7 @@ export async function acquireLeases(
       where (m.owner_instance is null or m.lease_expires_at is null or m.lease_expires_at < now())
         and exists (select 1 from mqtt_connection x where x.id = m.connection_id and x.is_active)
       order by m.connection_id, m.slot
-      for update of m skip locked
+      for no key update of m skip locked
     ),
     m as (
       update mqtt_connection_member m
@@ -173,10 +173,11 @@ export async function releaseLeases(
   sql: Db,
   instance: string,
   tokens: readonly LeaseToken[],
-  options: { deregister?: boolean } = {},
+  options: { deregister?: boolean; idleTimeoutMs: number },
 ): Promise<void> {
   const { ids, slots, epochs } = columns(tokens);
   await sql.begin(async (tx) => {
+    await boundIdleTransaction(tx, options.idleTimeoutMs);
     await tx`
       with t as (select * from unnest(${ids}::bigint[], ${slots}::int[], ${epochs}::bigint[]) as t (id, slot, epoch)),
       c as (
@@ -192,6 +193,15 @@ export async function releaseLeases(
     if (options.deregister) await tx`delete from ingestor_instance where id = ${instance}`;
     await tx`select pg_notify(${LEASE_CHANNEL}, ${JSON.stringify({ instance, released: tokens.length })})`;
   });
+}
+
+/**
+ * The first statement of a transaction that locks connection rows: if this process is paused (or
+ * vanishes) mid-transaction, Postgres ends the transaction after `ms` idle, so its row locks
+ * cannot keep a takeover out (acquisitions skip locked rows) past the lease.
+ */
+export async function boundIdleTransaction(tx: TransactionSql, ms: number): Promise<void> {
+  await tx`select set_config('idle_in_transaction_session_timeout', ${String(Math.round(ms))}, true)`;
 }
 
 /** Tells the other instances that one joined, so that they hand over their share at once. */
