@@ -15,15 +15,19 @@ import {
   type ParsingLogTopicCount,
   type ParsingLogUpsert,
 } from './sql/write-logs.ts';
-import { insertReadings, updateLatestValues, type ReadingInsert } from './sql/write-readings.ts';
+import { emptyReadingColumns, insertReadings, qualityCode, updateLatestValues } from './sql/write-readings.ts';
 
 /** A cached sensor id no longer exists (deleted since it was cached); the batch is retried without the cache. */
 export class StaleSensorCacheError extends Error {
   override name = 'StaleSensorCacheError';
 }
 
-/** Sensor ids by `<datalogger id>/<ident>`: data messages only need ids, not an upsert per message. */
-export type SensorIdCache = Map<string, string>;
+/**
+ * Sensor ids by datalogger id, then ident: data messages only need ids, not an upsert per
+ * message. Nested rather than keyed by `<datalogger>/<ident>`, so a reading is resolved without
+ * building a key string.
+ */
+export type SensorIdCache = Map<string, Map<string, string>>;
 
 export interface BatchStats {
   messages: number;
@@ -33,6 +37,20 @@ export interface BatchStats {
 
 /** Archive rows per batch at most; a flood of unmatched traffic must not swamp the database. */
 const ARCHIVE_LIMIT_PER_BATCH = 1_000;
+
+/** Ascending by key, so that concurrent writers lock shared rows in the same order (no deadlock). */
+const byKey = <T>(rows: Map<string, T>): T[] =>
+  [...rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, row]) => row);
+
+/** Ascending bigint ids given as decimal strings. */
+const byId = (a: string, b: string) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+
+/** The readings of one sensor in a batch: where each ts is in the columns, and the newest. */
+interface SensorReadings {
+  byTs: Map<string, number>;
+  newest: number;
+  newestMs: number;
+}
 
 /**
  * Writes everything a batch of messages turned into, in one transaction: entities first (merged
@@ -69,7 +87,7 @@ export async function writeBatch(
       gateways.set(key, row);
     }
   }
-  const gatewayIds = await upsertGateways(tx, [...gateways.values()]);
+  const gatewayIds = await upsertGateways(tx, byKey(gateways));
 
   const dataloggers = new Map<string, DataloggerUpsert>();
   for (const m of batch) {
@@ -99,10 +117,20 @@ export async function writeBatch(
       dataloggers.set(key, row);
     }
   }
-  const dataloggerIds = await upsertDataloggers(tx, [...dataloggers.values()]);
+  const dataloggerIds = await upsertDataloggers(tx, byKey(dataloggers));
+  // The rows of a message almost always name one datalogger: its id is looked up once per change.
+  let lastSite: string | undefined;
+  let lastGateway: string | undefined;
+  let lastIdent: string | undefined;
+  let lastId = '';
   const dataloggerId = (m: ProcessedMessage, gatewayIdent: string, ident: string) => {
+    if (m.siteId === lastSite && gatewayIdent === lastGateway && ident === lastIdent) return lastId;
     const id = dataloggerIds.get(`${gatewayIds.get(`${m.siteId}/${gatewayIdent}`)}/${ident}`);
     if (!id) throw new Error(`parser output names datalogger "${ident}" without listing it`);
+    lastSite = m.siteId;
+    lastGateway = gatewayIdent;
+    lastIdent = ident;
+    lastId = id;
     return id;
   };
 
@@ -111,9 +139,10 @@ export async function writeBatch(
   for (const m of batch) {
     for (const s of m.rows?.sensors ?? []) {
       const dlId = dataloggerId(m, s.gatewayIdent, s.dataloggerIdent);
-      const key = `${dlId}/${s.ident}`;
       const hasDetails = s.name != null || s.kind != null || s.unit != null;
-      if (!hasDetails && (sensorIds.has(key) || sensorsToUpsert.has(key))) continue;
+      if (!hasDetails && sensorIds.get(dlId)?.has(s.ident)) continue;
+      const key = `${dlId}/${s.ident}`;
+      if (!hasDetails && sensorsToUpsert.has(key)) continue;
       const previous = sensorsToUpsert.get(key);
       sensorsToUpsert.set(key, {
         siteId: m.siteId,
@@ -125,24 +154,63 @@ export async function writeBatch(
       });
     }
   }
-  for (const [key, id] of await upsertSensors(tx, [...sensorsToUpsert.values()])) sensorIds.set(key, id);
+  for (const row of await upsertSensors(tx, byKey(sensorsToUpsert))) {
+    let ofDatalogger = sensorIds.get(row.dataloggerId);
+    if (!ofDatalogger) {
+      ofDatalogger = new Map<string, string>();
+      sensorIds.set(row.dataloggerId, ofDatalogger);
+    }
+    ofDatalogger.set(row.ident, row.id);
+  }
 
-  // Readings: one per (sensor, ts) — the last delivered wins within a batch.
-  const readings = new Map<string, ReadingInsert>();
-  const latest = new Map<string, ReadingInsert>();
+  // Readings: one per (sensor, ts) — the last delivered wins within a batch — as columns. The
+  // readings of a message share one Date, so its ISO form is made once per message.
+  const readings = emptyReadingColumns();
+  const perSensor = new Map<string, SensorReadings>();
+  let lastDate: Date | undefined;
+  let lastIso = '';
   for (const m of batch) {
-    for (const r of m.rows?.readings ?? []) {
-      const sensorId = sensorIds.get(`${dataloggerId(m, r.gatewayIdent, r.dataloggerIdent)}/${r.sensorIdent}`);
+    const rows = m.rows?.readings;
+    if (!rows) continue;
+    for (const r of rows) {
+      const sensorId = sensorIds.get(dataloggerId(m, r.gatewayIdent, r.dataloggerIdent))?.get(r.sensorIdent);
       if (!sensorId) throw new Error(`parser output names sensor "${r.sensorIdent}" without listing it`);
-      const reading = { sensorId, ts: r.ts, value: r.value, quality: r.quality };
-      readings.set(`${sensorId}/${r.ts.getTime()}`, reading);
-      const newest = latest.get(sensorId);
-      if (!newest || reading.ts >= newest.ts) latest.set(sensorId, reading);
+      if (r.ts !== lastDate) {
+        lastDate = r.ts;
+        lastIso = r.ts.toISOString();
+      }
+      const quality = qualityCode(r.quality);
+      const ms = r.ts.getTime();
+      let sensor = perSensor.get(sensorId);
+      let at = sensor?.byTs.get(lastIso);
+      if (at === undefined) {
+        at = readings.sensorIds.push(sensorId) - 1;
+        readings.ts.push(lastIso);
+        readings.values.push(r.value);
+        readings.qualities.push(quality);
+        if (!sensor) perSensor.set(sensorId, (sensor = { byTs: new Map(), newest: at, newestMs: ms }));
+        sensor.byTs.set(lastIso, at);
+      } else {
+        readings.values[at] = r.value;
+        readings.qualities[at] = quality;
+      }
+      if (ms >= sensor!.newestMs) {
+        sensor!.newest = at;
+        sensor!.newestMs = ms;
+      }
     }
   }
-  const existing = await updateLatestValues(tx, [...latest.values()]);
-  if (existing.size !== latest.size) throw new StaleSensorCacheError('a cached sensor id no longer exists');
-  const inserted = await insertReadings(tx, [...readings.values()]);
+  const latest = emptyReadingColumns();
+  for (const sensorId of [...perSensor.keys()].sort(byId)) {
+    const at = perSensor.get(sensorId)!.newest;
+    latest.sensorIds.push(sensorId);
+    latest.ts.push(readings.ts[at]!);
+    latest.values.push(readings.values[at]!);
+    latest.qualities.push(readings.qualities[at]!);
+  }
+  const existing = await updateLatestValues(tx, latest);
+  if (existing.size !== latest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
+  const inserted = await insertReadings(tx, readings);
 
   await upsertParsingLog(tx, aggregateFailures(batch));
   const archive: ArchiveInsert[] = [];
@@ -159,7 +227,7 @@ export async function writeBatch(
     }
   }
   await insertArchive(tx, archive);
-  return { messages: batch.length, readings: readings.size, inserted };
+  return { messages: batch.length, readings: readings.sensorIds.length, inserted };
 }
 
 /** Identical errors of a batch become one row with a count, and with the count per topic. */

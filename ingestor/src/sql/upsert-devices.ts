@@ -111,10 +111,13 @@ export async function upsertDataloggers(tx: TransactionSql, rows: DataloggerUpse
 /**
  * Creates sensors on first sight and applies catalogue details (name, kind, unit) from info
  * messages. The update always runs on conflict so that RETURNING yields the id of existing rows;
- * callers only send sensors they have no id for, or that carry details.
+ * callers only send sensors they have no id for, or that carry details. Returns every row's id.
  */
-export async function upsertSensors(tx: TransactionSql, rows: SensorUpsert[]): Promise<Map<string, string>> {
-  if (rows.length === 0) return new Map();
+export async function upsertSensors(
+  tx: TransactionSql,
+  rows: SensorUpsert[],
+): Promise<{ id: string; dataloggerId: string; ident: string }[]> {
+  if (rows.length === 0) return [];
   const json = rows.map((r) => ({
     site_id: r.siteId,
     datalogger_id: r.dataloggerId,
@@ -132,5 +135,5 @@ export async function upsertSensors(tx: TransactionSql, rows: SensorUpsert[]): P
       kind = coalesce(excluded.kind, s.kind),
       unit = coalesce(excluded.unit, s.unit)
     returning id::text as id, datalogger_id::text as "dataloggerId", ident`;
-  return new Map(result.map((r) => [`${r.dataloggerId}/${r.ident}`, r.id]));
+  return [...result];
 }
