@@ -181,27 +181,30 @@ export const auditedTables = [
 ] as const;
 
 /** One change of one row, as the audit triggers record it (supabase/migrations/20261202000500_audit_trail.sql). */
-export const auditRow = z.object({
-  id,
-  at,
-  txid: int,
-  actor_sub: text,
-  actor_email: text,
-  actor_role: text,
-  db_user: z.string(),
-  actor: z.string(),
-  table_name: z.enum(auditedTables),
-  op: z.enum(['INSERT', 'UPDATE', 'DELETE']),
-  row_id: z.string(),
-  site_id: id.nullable(),
-  label: text,
-  /** Column → {old, new}; a secret column → {secret: set | changed | cleared}, never a value. */
-  changes: z.record(
-    z.string(),
-    z.union([
-      z.object({ secret: z.enum(['set', 'changed', 'cleared']) }),
-      z.object({ old: z.unknown().optional(), new: z.unknown().optional() }),
-    ]),
-  ),
-});
+export const auditRow = z
+  .object({
+    id,
+    at,
+    txid: int,
+    actor_sub: text,
+    actor_email: text,
+    actor_role: text,
+    db_user: z.string(),
+    table_name: z.enum(auditedTables),
+    op: z.enum(['INSERT', 'UPDATE', 'DELETE']),
+    row_id: z.string(),
+    site_id: id.nullable(),
+    label: text,
+    /** Column → {old, new}; a secret column → {secret: set | changed | cleared}, never a value. */
+    changes: z.record(
+      z.string(),
+      z.union([
+        z.object({ secret: z.enum(['set', 'changed', 'cleared']) }),
+        z.object({ old: z.unknown().optional(), new: z.unknown().optional() }),
+      ]),
+    ),
+  })
+  // audit_log.actor, computed here as the database computes it: logical replication (Realtime)
+  // does not carry generated columns.
+  .transform((r) => ({ ...r, actor: (r.actor_email ?? r.actor_sub ?? r.db_user).toLowerCase() }));
 export type AuditRow = z.infer<typeof auditRow>;
