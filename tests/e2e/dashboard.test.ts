@@ -143,6 +143,15 @@ describe('dashboard (built app, real stack: Postgres, realtime server, broker, i
     await waitFor('the SQL stop on the page', async () => (await badgeText()) === 'Stopped', { timeoutMs: 5_000 });
     await sql`update mqtt_connection set is_active = true where id = ${demo.connectionId}`;
     await waitFor('the SQL start on the page', async () => (await badgeText()) === 'Connected', { timeoutMs: 5_000 });
+    // Which ingestor instance holds the connection (its lease; README, Scaling out).
+    const [held] = await sql<{ owner: string }[]>`
+      select owner_instance as owner from mqtt_connection where id = ${demo.connectionId} and owner_instance is not null`;
+    expect(held?.owner).toBeTruthy();
+    await waitFor(
+      'the holding instance on the page',
+      async () => (await row.locator('[data-testid=connection-owner]').textContent())?.trim(),
+      { accept: (text) => text === held!.owner, timeoutMs: 5_000 },
+    );
     expect(await stillSameDocument(page)).toBe(true);
     await screenshot(page, '06-connections');
   });
