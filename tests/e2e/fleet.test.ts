@@ -4,6 +4,7 @@ import postgres from 'postgres';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { addUser } from '@bfg/local';
+import { signJwt } from '../support/jwt.ts';
 import { waitFor } from '../support/wait-for.ts';
 import {
   closeContext,
@@ -56,6 +57,8 @@ beforeEach(() => {
 });
 
 const attr = (selector: string, name: string) => page.locator(selector).first().getAttribute(name);
+/** Opens a page to type into once its scripts have run (typing while it hydrates loses keys). */
+const open = (path: string) => page.goto(path, { waitUntil: 'networkidle' });
 
 async function publish(value: number): Promise<void> {
   const client = await mqtt.connectAsync(brokerUrl.toString(), {
@@ -77,7 +80,7 @@ async function publish(value: number): Promise<void> {
 describe('an admin runs a site from the dashboard', () => {
   it('creates a site, tests and creates its connection, adds a pattern and sees the values live', async () => {
     await signIn(page, admin.email, admin.password);
-    await page.goto('/admin/sites');
+    await open('/admin/sites');
     // The slug is a topic level: a slash is refused next to the field.
     await page.fill('[data-testid=new-site-slug]', 'has/slash');
     await page.fill('[data-testid=new-site-name]', 'Fleet site');
@@ -118,7 +121,7 @@ describe('an admin runs a site from the dashboard', () => {
     await page.waitForURL((url) => /^\/connections\/\d+$/.test(url.pathname));
     connectionId = Number(new URL(page.url()).pathname.split('/').pop());
 
-    await page.goto(`/topics?connection=${connectionId}`);
+    await open(`/topics?connection=${connectionId}`);
     await page.click('[data-testid=open-new-pattern]');
     await page.fill('[data-testid=new-pattern]', '+site/gateway/+gateway/datalogger/+datalogger/data');
     await page.selectOption('[data-testid=new-parser]', 'bfg.datalogger-data.v1');
@@ -156,7 +159,7 @@ describe('an admin runs a site from the dashboard', () => {
 
   it('turns the pattern off from the Topics page, and parsing stops', async () => {
     await signIn(page, admin.email, admin.password);
-    await page.goto(`/topics?connection=${connectionId}`);
+    await open(`/topics?connection=${connectionId}`);
     const row = page.locator(`[data-testid=pattern-row][data-pattern-id="${patternId}"]`);
     await waitFor(
       'the pattern counting its topic',
@@ -197,15 +200,26 @@ describe('an admin runs a site from the dashboard', () => {
 
   it('shows the audit trail of a change made in the UI and one made in SQL, live, and secrets never', async () => {
     await signIn(page, admin.email, admin.password);
-    await page.goto(`/admin/sites?edit=${siteId}`);
+    // Opened from the list once the page runs (not typed into while it hydrates).
+    await open('/admin/sites');
+    await page.click(`[data-testid=admin-site][data-site-slug="${slug}"] [data-testid=edit-site]`);
     await page.fill('[data-testid=edit-site-name]', 'Fleet site, renamed');
     await page.click('[data-testid=save-site]');
     await page.locator(`[data-testid=admin-site][data-site-slug="${slug}"]`).waitFor();
     const password = `e2e-secret-${randomBytes(6).toString('hex')}`;
-    await page.goto(`/connections/${connectionId}`);
+    await open(`/connections/${connectionId}`);
     await page.fill('[data-testid=password]', password);
     await page.click('[data-testid=save]');
     await page.locator('text=Saved.').waitFor();
+    expect(await page.content()).not.toContain(password);
+    // A test with the password typed again: the answer echoes the fields, never a secret.
+    await page.fill('[data-testid=password]', password);
+    await page.click('[data-testid=test-connection]');
+    await waitFor('the test answered', async () => {
+      const state = await attr('[data-testid=broker-test]', 'data-state');
+      return state !== null && state !== 'testing' && state !== 'idle';
+    });
+    await page.reload();
     expect(await page.content()).not.toContain(password);
 
     await page.goto(`/audit?site=${siteId}`);
@@ -237,7 +251,7 @@ describe('an admin runs a site from the dashboard', () => {
   it('creates an account with a password shown once, which signs in; disables it and makes another admin', async () => {
     await signIn(page, admin.email, admin.password);
     const email = `fleet-new-${tag}@e2e.test`;
-    await page.goto('/admin/users');
+    await open('/admin/users');
     await page.fill('[data-testid=new-account-email]', email);
     await page.check(`[data-testid=new-account-form] input[name=site][data-site-slug="${slug}"]`);
     await page.click('[data-testid=create-account]');
@@ -273,7 +287,7 @@ describe('an admin runs a site from the dashboard', () => {
       await closeContext(refused, 'fleet-disabled-account', false);
     }
 
-    await page.goto('/admin/users');
+    await open('/admin/users');
     await page.locator(`[data-testid=account][data-email="${email}"] [data-testid=set-role]`).click();
     await page.locator(`[data-testid=account][data-email="${email}"][data-role=admin]`).waitFor();
     await screenshot(page, '23-users');
@@ -358,6 +372,37 @@ describe('a member', () => {
       expect(body, action).toContain('"type":"error"');
       expect(body, action).toContain('403');
     }
+    // Nobody signed in, or a token this server did not sign (an admin's claims, another key).
+    const forgedToken = await signJwt(randomBytes(32).toString('hex'), {
+      sub: accountId,
+      role: 'authenticated',
+      email: admin.email,
+      app_metadata: { role: 'admin' },
+    });
+    for (const cookie of [undefined, `bfg-access-token=${forgedToken}`]) {
+      const headers = { ...(cookie ? { cookie } : {}), origin: webUrl, accept: 'application/json' };
+      for (const path of ['/admin/sites', '/admin/users', '/audit', '/connections/new']) {
+        const response = await fetch(`${webUrl}${path}`, { headers, redirect: 'manual' });
+        expect([response.status, response.headers.get('location')], path).toEqual([
+          303,
+          `/login?next=${encodeURIComponent(path)}`,
+        ]);
+      }
+      const preview = await fetch(
+        `${webUrl}/api/pattern-preview?connection_id=${connectionId}&pattern=%23&priority=1`,
+        { headers },
+      );
+      expect(preview.status).toBe(401);
+      for (const [action, form] of forged) {
+        const response = await fetch(`${webUrl}${action}`, {
+          method: 'POST',
+          headers: { ...headers, 'x-sveltekit-action': 'true', 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams(form),
+        });
+        expect(response.status, `${action} ${cookie ? 'forged' : 'anonymous'}`).toBe(401);
+      }
+    }
+
     const [after] = await sql<{ name: string; patterns: number; active: boolean }[]>`
       select s.name, (select count(*)::int from mqtt_topic t where t.connection_id = ${connectionId}) as patterns,
              (select is_active from mqtt_topic where id = ${patternId}) as active
@@ -368,5 +413,30 @@ describe('a member', () => {
     const [adminAfter] = await sql<{ role: string | null; banned: Date | null }[]>`
       select raw_app_meta_data ->> 'role' as role, banned_until as banned from auth.users where id = ${accountId}`;
     expect(adminAfter).toEqual({ role: 'admin', banned: null });
+  });
+});
+
+describe('deleting', () => {
+  it('deletes the site once its slug is typed, after saying what goes with it', async () => {
+    await signIn(page, admin.email, admin.password);
+    await open('/admin/sites');
+    await page.click(`[data-testid=admin-site][data-site-slug="${slug}"] [data-testid=ask-delete-site]`);
+    const impact = await page.locator('[data-testid=delete-site-impact]').textContent();
+    expect(impact).toContain('1 topic pattern');
+    expect(impact).toContain('1 sensors and all their readings');
+    await page.fill('[data-testid=confirm-slug]', 'not-the-slug');
+    await page.click('[data-testid=delete-site]');
+    await page.locator('[data-testid=delete-site-confirm] .field-error').waitFor();
+    expect(await sql`select 1 from site where id = ${siteId}`).toHaveLength(1);
+    await page.fill('[data-testid=confirm-slug]', slug);
+    await page.click('[data-testid=delete-site]');
+    await page.locator('[data-testid=site-deleted]').waitFor();
+    expect(await sql`select 1 from site where id = ${siteId}`).toHaveLength(0);
+    expect(await sql`select 1 from mqtt_connection where id = ${connectionId}`).toHaveLength(0);
+    const deleted = await sql<{ table_name: string }[]>`
+      select table_name from audit_log where op = 'DELETE' and site_id = ${siteId} order by table_name`;
+    expect(deleted.map((d) => d.table_name)).toEqual(
+      expect.arrayContaining(['mqtt_connection', 'mqtt_connection_secret', 'mqtt_topic', 'site', 'site_member']),
+    );
   });
 });

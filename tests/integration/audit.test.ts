@@ -124,18 +124,26 @@ describe('who and what', () => {
       label: `${adminId}@example.test in audited-cascade`,
     });
 
+    await db.sql`select set_mqtt_connection_secret(${conn.id}, 'cascade-password', null, null, null)`;
     const before = await lastId();
     await db.sql`delete from site where id = ${site.id}`;
     const deleted = await entriesSince(before);
     expect(deleted.map((e) => [e.table_name, e.op]).sort()).toEqual(
       [
         ['mqtt_connection', 'DELETE'],
+        ['mqtt_connection_secret', 'DELETE'],
         ['mqtt_topic', 'DELETE'],
         ['site', 'DELETE'],
         ['site_member', 'DELETE'],
       ].sort(),
     );
     expect(new Set(deleted.map((e) => e.txid)).size).toBe(1);
+    // Rows that went with their connection still name the site (the Audit page filters by it).
+    expect(deleted.map((e) => [e.table_name, e.site_id])).toEqual(deleted.map((e) => [e.table_name, site.id]));
+    expect(deleted.find((e) => e.table_name === 'mqtt_connection_secret')!.changes).toEqual({
+      connection_id: { old: Number(conn.id) },
+      password: { secret: 'cleared' },
+    });
     expect(deleted.find((e) => e.table_name === 'site')!.changes['name']).toEqual({ old: 'Cascade' });
   });
 
