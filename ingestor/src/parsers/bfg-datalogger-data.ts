@@ -1,12 +1,15 @@
 import { z } from 'zod';
 import {
+  fastTimestamp,
   fromSchema,
   futureTimestampFailure,
   identSchema,
+  isIdent,
   schemaFailure,
   timestampSchema,
   tooManyItems,
   type ParseFailure,
+  type SchemaParserSpec,
 } from './common.ts';
 import type { Parser, Quality, ReadingRow, SensorRow } from './types.ts';
 
@@ -30,7 +33,7 @@ const readingSchema = z.object({
  * while here a bad reading is reported at its own path (`readings.0.value`). Exactly one of
  * readings/values is required; normalize checks that.
  */
-const dataSchema = z.object({
+export const dataSchema = z.object({
   ts: timestampSchema,
   // The device's message counter: validated for type, not stored (duplicates are caught by (sensor, ts)).
   seq: z.number().int().nonnegative().optional(),
@@ -48,13 +51,71 @@ function reservedKey(json: unknown): ParseFailure | undefined {
   return schemaFailure('values.__proto__: the sensor id __proto__ is reserved', ['values.__proto__']);
 }
 
-export const bfgDataloggerDataParser: Parser = fromSchema({
+type DataPayload = z.output<typeof dataSchema>;
+type Reading = NonNullable<DataPayload['readings']>[number];
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+/** valueSchema without zod: a finite number (z.number() refuses infinities, e.g. JSON's 1e999) or null. */
+const isValue = (v: unknown): v is number | null => v === null || (typeof v === 'number' && Number.isFinite(v));
+const isQuality = (q: unknown): q is Quality | null | undefined =>
+  q === undefined || q === null || q === 'good' || q === 'suspect' || q === 'bad';
+/**
+ * A key holding `undefined` (never from JSON.parse) stays in zod's output; rather than copy that,
+ * such input goes to zod.
+ */
+const undefinedKey = (o: Record<string, unknown>, keys: readonly string[]) =>
+  keys.some((k) => o[k] === undefined && Object.hasOwn(o, k));
+
+/**
+ * dataSchema's output for a payload in either form with nothing wrong in it — what every healthy
+ * device sends — built without zod's walk; undefined for anything else, which zod then parses (and
+ * reports). Like zod's objects it ignores unknown keys and leaves absent optional ones absent.
+ */
+export function fastDataParse(json: unknown): DataPayload | undefined {
+  if (!isPlainObject(json)) return undefined;
+  const ts = fastTimestamp(json['ts']);
+  if (ts === undefined) return undefined;
+  const { seq, readings, values } = json;
+  if (undefinedKey(json, ['seq', 'readings', 'values'])) return undefined;
+  if (seq !== undefined && !(typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0)) return undefined;
+  // Neither form, or both: zod accepts the object, normalize says what is wrong.
+  if ((readings === undefined) === (values === undefined)) return undefined;
+  const out: DataPayload = seq === undefined ? { ts } : { ts, seq };
+  if (readings !== undefined) {
+    if (!Array.isArray(readings)) return undefined;
+    const parsed = new Array<Reading>(readings.length);
+    for (let i = 0; i < readings.length; i++) {
+      const r: unknown = readings[i];
+      if (!isPlainObject(r)) return undefined;
+      const { sensor, value, quality } = r;
+      if (typeof sensor !== 'string' || !isIdent(sensor) || !isValue(value) || !isQuality(quality)) return undefined;
+      if (quality === undefined && Object.hasOwn(r, 'quality')) return undefined;
+      parsed[i] = quality === undefined ? { sensor, value } : { sensor, value, quality };
+    }
+    out.readings = parsed;
+  } else {
+    if (!isPlainObject(values)) return undefined;
+    const parsed: Record<string, number | null> = {};
+    for (const sensor of Object.keys(values)) {
+      const value = values[sensor];
+      if (!isIdent(sensor) || sensor === '__proto__' || !isValue(value)) return undefined;
+      parsed[sensor] = value;
+    }
+    out.values = parsed;
+  }
+  return out;
+}
+
+/** The parser's parts (exported so that tests can build it without the fast path, zod alone). */
+export const dataParserSpec: SchemaParserSpec<typeof dataSchema, 'gateway' | 'datalogger'> = {
   key: 'bfg.datalogger-data.v1',
   description: 'BFG datalogger readings: canonical {ts, readings: [...]} or compact {ts, values: {...}}',
   schema: dataSchema,
   devices: ['gateway', 'datalogger'],
   // Before zod: a million-element array is rejected by its length, not by walking it.
   precheck: (json) => tooManyItems(json, 'readings') ?? tooManyItems(json, 'values') ?? reservedKey(json),
+  fastParse: fastDataParse,
   normalize(data, ctx, { gateway, datalogger }) {
     if (data.readings === undefined && data.values === undefined) {
       return schemaFailure('readings: required (or the compact values object)', ['readings']);
@@ -66,28 +127,37 @@ export const bfgDataloggerDataParser: Parser = fromSchema({
     if (future) return future;
 
     // All readings of a message share its ts, so (sensor, ts) is unique per sensor: the last
-    // reading of a sensor wins, as the database stores each (sensor, ts) once.
-    const latest = new Map<string, { value: number | null; quality: Quality | null }>();
+    // reading of a sensor wins, as the database stores each (sensor, ts) once. The rows are held
+    // until their batch commits, so they are made at their exact size.
+    let sensorIdents: string[];
+    let picked: { value: number | null; quality: Quality | null }[];
     if (data.readings) {
-      for (const r of data.readings) latest.set(r.sensor, { value: r.value, quality: r.quality ?? null });
-    } else if (data.values) {
-      for (const [sensor, value] of Object.entries(data.values)) latest.set(sensor, { value, quality: null });
+      const last = new Map<string, number>();
+      data.readings.forEach((r, i) => last.set(r.sensor, i));
+      sensorIdents = [...last.keys()];
+      picked = [...last.values()].map((i) => ({
+        value: data.readings![i]!.value,
+        quality: data.readings![i]!.quality ?? null,
+      }));
+    } else {
+      const values = data.values!;
+      sensorIdents = Object.keys(values);
+      picked = sensorIdents.map((sensor) => ({ value: values[sensor]!, quality: null }));
     }
-
-    const sensors: SensorRow[] = [];
-    const readings: ReadingRow[] = [];
-    for (const [sensor, r] of latest) {
-      // Ident only: a sensor never seen before is created; kind and unit come with the next info.
-      sensors.push({ gatewayIdent: gateway, dataloggerIdent: datalogger, ident: sensor });
-      readings.push({
-        gatewayIdent: gateway,
-        dataloggerIdent: datalogger,
-        sensorIdent: sensor,
-        ts: data.ts,
-        value: r.value,
-        quality: r.quality,
-      });
-    }
+    // Ident only: a sensor never seen before is created; kind and unit come with the next info.
+    const sensors: SensorRow[] = sensorIdents.map((ident) => ({
+      gatewayIdent: gateway,
+      dataloggerIdent: datalogger,
+      ident,
+    }));
+    const readings: ReadingRow[] = sensorIdents.map((sensorIdent, i) => ({
+      gatewayIdent: gateway,
+      dataloggerIdent: datalogger,
+      sensorIdent,
+      ts: data.ts,
+      value: picked[i]!.value,
+      quality: picked[i]!.quality,
+    }));
     return {
       ok: true,
       rows: {
@@ -98,4 +168,6 @@ export const bfgDataloggerDataParser: Parser = fromSchema({
       },
     };
   },
-});
+};
+
+export const bfgDataloggerDataParser: Parser = fromSchema(dataParserSpec);

@@ -31,8 +31,25 @@ const MIN_TS_MS = Date.UTC(2000, 0, 1);
 const MAX_DATE_MS = 8.64e15;
 const MAX_FUTURE_MS = 24 * 3_600_000;
 
-/** zod's ISO check also rejects impossible dates (Feb 30) that Date.parse would roll over. */
-const isoWithOffset = z.iso.datetime({ offset: true });
+/**
+ * zod's ISO datetime check, which also rejects impossible dates (Feb 30) that Date.parse would
+ * roll over — as its pattern, which is all that check tests, so it runs without a zod parse.
+ */
+const ISO_WITH_OFFSET = z.iso.datetime({ offset: true }).def.pattern!;
+
+/**
+ * The timestamp rule on a string or number: the Date, or why not. One function for zod's
+ * transform and for the parsers' fast paths, so both accept exactly the same.
+ */
+function timestampOf(raw: string | number): Date | string {
+  let ms: number;
+  if (typeof raw === 'number') ms = raw > EPOCH_MS_THRESHOLD ? raw : raw * 1000;
+  else if (ISO_WITH_OFFSET.test(raw)) ms = Date.parse(raw);
+  else return 'expected ISO 8601 with an offset (Z or ±HH:MM), e.g. 2026-11-26T10:15:00Z';
+  if (!(ms >= MIN_TS_MS)) return 'is before 2000-01-01';
+  if (ms > MAX_DATE_MS) return 'is too far in the future';
+  return new Date(ms);
+}
 
 /**
  * A payload timestamp: ISO 8601 with an offset (`Z` or `±HH:MM`), or Unix epoch seconds or
@@ -48,29 +65,21 @@ export const timestampSchema = z
       issue.input === undefined ? 'required' : 'expected an ISO 8601 string or epoch seconds/milliseconds',
   })
   .transform((raw, ctx) => {
-    let ms: number;
-    if (typeof raw === 'number') {
-      ms = raw > EPOCH_MS_THRESHOLD ? raw : raw * 1000;
-    } else if (isoWithOffset.safeParse(raw).success) {
-      ms = Date.parse(raw);
-    } else {
-      ctx.issues.push({
-        code: 'custom',
-        message: 'expected ISO 8601 with an offset (Z or ±HH:MM), e.g. 2026-11-26T10:15:00Z',
-        input: raw,
-      });
-      return z.NEVER;
-    }
-    if (!(ms >= MIN_TS_MS)) {
-      ctx.issues.push({ code: 'custom', message: 'is before 2000-01-01', input: raw });
-      return z.NEVER;
-    }
-    if (ms > MAX_DATE_MS) {
-      ctx.issues.push({ code: 'custom', message: 'is too far in the future', input: raw });
-      return z.NEVER;
-    }
-    return new Date(ms);
+    const ts = timestampOf(raw);
+    if (ts instanceof Date) return ts;
+    ctx.issues.push({ code: 'custom', message: ts, input: raw });
+    return z.NEVER;
   });
+
+/**
+ * `timestampSchema`'s output for an input it accepts, or undefined for anything else (zod then
+ * says why). z.number() takes finite numbers only.
+ */
+export function fastTimestamp(raw: unknown): Date | undefined {
+  if (typeof raw !== 'string' && !(typeof raw === 'number' && Number.isFinite(raw))) return undefined;
+  const ts = timestampOf(raw);
+  return ts instanceof Date ? ts : undefined;
+}
 
 /** The receive-time half of the timestamp rule: more than 24 h ahead is a device clock gone wrong. */
 export function futureTimestampFailure(ts: Date, receivedAt: Date, path: string): ParseFailure | undefined {
@@ -131,16 +140,24 @@ export interface SchemaParserSpec<S extends z.ZodType, K extends DeviceParam> {
   devices: readonly K[];
   /** Cheap checks on the raw JSON before zod walks it (e.g. the length of a huge array). */
   precheck?: (json: unknown) => ParseFailure | undefined;
+  /**
+   * The schema's output, computed without zod, for input of the shape devices nearly always send;
+   * undefined for anything else, which zod then parses (and explains, when it fails). It must never
+   * accept what the schema rejects nor return another output (tests/integration/parsers.test.ts
+   * compares it with zod on generated input): the guarantees are zod's, this only skips its walk.
+   */
+  fastParse?: (json: unknown) => z.output<S> | undefined;
   /** Turns the validated payload into rows; may still reject (e.g. a ts too far ahead). */
   normalize: (data: z.output<S>, ctx: ParseContext, devices: Record<K, string>) => ParseResult;
 }
 
 /**
  * A Parser from a zod schema and a normalize function: the shape every built-in parser has.
- * Order: topic (a message on a bad topic is not parsed at all), cheap prechecks, zod, normalize.
+ * Order: topic (a message on a bad topic is not parsed at all), cheap prechecks, zod (or its fast
+ * path), normalize.
  */
 export function fromSchema<S extends z.ZodType, K extends DeviceParam>(spec: SchemaParserSpec<S, K>): Parser {
-  const { schema, devices, precheck, normalize } = spec;
+  const { schema, devices, precheck, fastParse, normalize } = spec;
   return {
     key: spec.key,
     description: spec.description,
@@ -150,6 +167,8 @@ export function fromSchema<S extends z.ZodType, K extends DeviceParam>(spec: Sch
       if (!topic.ok) return topic;
       const early = precheck?.(json);
       if (early) return early;
+      const fast = fastParse?.(json);
+      if (fast !== undefined) return normalize(fast, ctx, topic.idents);
       const parsed = schema.safeParse(json);
       if (!parsed.success) return zodFailure(parsed.error);
       return normalize(parsed.data, ctx, topic.idents);
