@@ -271,4 +271,43 @@ describe('instances sharing the connections', () => {
     expect([...counts.values()].every((n) => n <= 4)).toBe(true);
     expect(takeover).toBeLessThan(3_000);
   });
+
+  it('a shared connection gets a member session per instance, and when it stops being shared the extra member unsubscribes', async () => {
+    const db = await database();
+    const mosquitto = await startMosquitto();
+    cleanups.push(() => mosquitto.stop());
+    const site = await newSite(db.sql);
+    const [conn] = await db.sql<{ id: string; clientId: string }[]>`
+      insert into mqtt_connection (site_id, host, port, is_active, share_group)
+      values (${site.id}, '127.0.0.1', ${mosquitto.port}, true, 'bfg') returning id::text as id, client_id as "clientId"`;
+    const id = conn!.id;
+    for (const name of ['s1', 's2']) {
+      const run = await startIngestor(db.url, { BFG_INSTANCE_ID: name, BFG_LEASE_TAKEOVER_S: '10' });
+      cleanups.push(() => run.stop());
+    }
+    const sessions = () =>
+      db.sql<{ slot: number; owner: string | null; status: string; filters: string[] }[]>`
+        select 0 as slot, owner_instance as owner, status, session_filters as filters from mqtt_connection where id = ${id}
+        union all
+        select slot, owner_instance, status, session_filters from mqtt_connection_member where connection_id = ${id}
+        order by 1`;
+    const shared = [`$share/bfg/${site.slug}/#`];
+    const both = await waitFor('a member session on each instance, both subscribed', sessions, {
+      timeoutMs: 20_000,
+      accept: (rows) =>
+        rows.length === 2 &&
+        new Set(rows.map((r) => r.owner)).size === 2 &&
+        rows.every((r) => r.status === 'connected' && JSON.stringify(r.filters) === JSON.stringify(shared)),
+    });
+    expect(both.map((r) => r.slot)).toEqual([0, 1]);
+
+    await db.sql`update mqtt_connection set share_group = null where id = ${id}`;
+    const after = await waitFor('member 0 subscribed plainly, member 1 unsubscribed', sessions, {
+      accept: (rows) =>
+        JSON.stringify(rows.map((r) => r.filters)) === JSON.stringify([[`${site.slug}/#`], []]) &&
+        rows.every((r) => r.status === 'connected'),
+    });
+    // Still held (it drains what its broker session kept), by the same instances.
+    expect(after.map((r) => r.owner)).toEqual(both.map((r) => r.owner));
+  });
 });
