@@ -16,14 +16,14 @@ import { waitFor } from '../support/wait-for.ts';
  * connection, does its damage mid-stream, and then checks by counts that every message the
  * broker acknowledged is stored exactly once (one reading per message, at a distinct second).
  *
- * `npm test` runs short versions (BFG_LEASE_TAKEOVER_S=4, a few seconds of traffic);
+ * `npm test` runs short versions (BFG_LEASE_TAKEOVER_S=5, a few seconds of traffic);
  * `npm run test:faults` (BFG_FAULTS=long) runs them longer, with more rounds of each fault, and
  * the kill and pause with the default BFG_LEASE_TAKEOVER_S of 15 s.
  */
 
 const LONG = process.env['BFG_FAULTS'] === 'long';
 /** BFG_LEASE_TAKEOVER_S of the short versions. */
-const TAKEOVER_S = 4;
+const TAKEOVER_S = 5;
 /** Messages per second per connection. */
 const RATE = LONG ? 400 : 150;
 const TIMEOUT_MS = LONG ? 600_000 : 90_000;
@@ -383,7 +383,7 @@ describe('two instances through restarts', () => {
       for (let round = 0; round < rounds; round++) {
         await whilePublishing(publisher, RATE);
         await r.pg!.stop();
-        // Down for longer than a lease: (0.6 × 4 s) of traffic and then some.
+        // Down for longer than a lease: 1.5 leases (0.6 × BFG_LEASE_TAKEOVER_S) of traffic.
         await whilePublishing(publisher, Math.round(RATE * r.sites.length * 0.6 * r.takeoverS * 1.5));
         await r.pg!.start();
         await waitForSpread(r);
