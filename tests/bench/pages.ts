@@ -82,14 +82,14 @@ async function fill(sql: postgres.Sql, f: Fixture, accounts: number): Promise<vo
     where gw.site_id = ${f.siteId} and gw.ident <> 'gw-0'`;
   await sql`
     insert into sensor (site_id, datalogger_id, ident, kind, unit, last_value, last_value_at)
-    select ${f.siteId}, dl.id, 's-' || s, 'temperature', '°C', random() * 30, now() - random() * interval '5 seconds'
+    select ${f.siteId}, dl.id, 's-' || s, 'temperature', '°C', round((random() * 30)::numeric, 2), now() - random() * interval '5 seconds'
     from datalogger dl cross join generate_series(1, ${perLevel}) s
     where dl.site_id = ${f.siteId} and dl.ident <> 'dl-0'
     limit ${SENSORS}`;
   // An hour of five-minute rollups for every sensor, and an hour of readings for the chart's sensor.
   await sql`
     insert into sensor_reading_rollup (sensor_id, bucket, n, sum, min, max)
-    select x.id, b, 60, 60 * (20 + random() * 5), 15, 30
+    select x.id, b, 60, round((60 * (20 + random() * 5))::numeric, 1), 15, 30
     from sensor x
     cross join generate_series(date_bin('5 minutes', now() - interval '1 hour', timestamptz 'epoch'), now(), interval '5 minutes') b
     where x.site_id = ${f.siteId}`;
