@@ -9,21 +9,41 @@ import type { Logger } from './logger.ts';
 import type { ProcessedMessage } from './message-pipeline.ts';
 import { noMetrics, type IngestorMetrics } from './metrics.ts';
 import type { ParsingLogUpsert } from './sql/write-logs.ts';
+import { heldBytes } from './message-pipeline.ts';
 import {
   StaleSensorCacheError,
-  aggregateFailures,
+  prepareBatch,
   writeBatch,
+  writePrepared,
   type BatchStats,
   type SensorIdCache,
 } from './write-batch.ts';
+
+/** Called once a message's rows are committed (no error), or with why they never will be. */
+export type WriteDone = (err?: Error) => void;
 
 interface Pending {
   message: ProcessedMessage;
   /** The lease of the session that received it; its write is fenced by it. */
   lease: LeaseToken | undefined;
-  resolve: () => void;
-  reject: (err: Error) => void;
+  /** heldBytes(message), counted against maxPendingBytes until it is done. */
+  bytes: number;
+  /** When it was queued (performance.now(), whole ms). */
+  at: number;
+  done: WriteDone;
 }
+
+/** Write transactions at once, unless told otherwise: one commits while the next is prepared and sent. */
+const DEFAULT_IN_FLIGHT = 2;
+
+/**
+ * SQLSTATEs of a transaction that lost a race with another and may simply run again: deadlock
+ * detected, serialization failure. Batches lock shared rows in one order (write-batch.ts), so two
+ * of the writer's own never deadlock; a batch can still meet another writer (a replay, psql).
+ */
+const RETRY_AT_ONCE = new Set(['40P01', '40001']);
+
+const IGNORE: WriteDone = () => undefined;
 
 /**
  * Connection leases (leases.ts): called first in every write transaction with the leases of its
@@ -38,6 +58,13 @@ export interface BatchWriterOptions {
   maxWaitMs: number;
   /** Messages held (queued or being written) before `hasRoom()` turns false and brokers stop being read. */
   maxPending: number;
+  /**
+   * Bytes those messages take (heldBytes: measured per message, by what it carries), at most,
+   * before `hasRoom()` turns false. Unset: no bound but maxPending.
+   */
+  maxPendingBytes?: number;
+  /** Write transactions at once (default 2: the next batch is prepared and sent while one commits). */
+  maxInFlight?: number;
   /** Cap of the retry delay while the database is unreachable. */
   maxRetryDelayMs: number;
   /** Called with the aggregated parsing failures of each committed batch (for the parsing log file). */
@@ -51,21 +78,33 @@ export class WriterClosedError extends Error {
 }
 
 /**
- * Collects processed messages from every broker connection and writes them in batches, one
- * transaction at a time. `submit` resolves when the message's rows are committed — the moment its
- * QoS 1 PUBACK may be sent. While the database is unreachable the current batch is retried with
- * capped backoff; the queue then fills up to `maxPending`, `hasRoom()` turns false, and sessions stop
- * handing MQTT.js their callbacks, so nothing more is read from the brokers and memory stays bounded.
+ * Collects processed messages from every broker connection and writes them in batches, up to
+ * `maxInFlight` transactions at a time (the second starts once a full batch waits, or its oldest
+ * message has waited `maxWaitMs`: at low rates there is one). A message is done when its rows are
+ * committed — the moment its QoS 1 PUBACK may be sent; batches may commit out of order, sessions
+ * send PUBACKs in arrival order (broker-session.ts). While the database is unreachable batches are
+ * retried with capped backoff; the queue then fills up to `maxPending` messages or
+ * `maxPendingBytes`, `hasRoom()` turns false, and sessions stop handing MQTT.js their callbacks, so
+ * nothing more is read from the brokers and memory stays bounded.
  */
 export class BatchWriter {
   private queue: Pending[] = [];
   private inFlight = 0;
+  private queuedBytes = 0;
+  private inFlightBytes = 0;
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  /** The write transactions under way (each with its retries). */
+  private readonly writes = new Set<Promise<void>>();
+  /** While flush() runs, every queued message is written without waiting for a batch to fill. */
+  private flushing = 0;
   private roomWaiters: (() => void)[] = [];
   private closed = false;
-  private retryTimer: { timer: NodeJS.Timeout; wake: () => void } | undefined;
-  private readonly sensorIds: SensorIdCache = new Map();
+  private readonly retryTimers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
+  /**
+   * Replaced, never cleared: a write in flight keeps the map it started with, and learns that an id
+   * in it went stale from its own statements (StaleSensorCacheError).
+   */
+  private sensorIds: SensorIdCache = new Map();
   /** Totals since start, for metrics and the benchmark. */
   readonly totals = { messages: 0, readings: 0, inserted: 0, batches: 0, retries: 0 };
 
@@ -81,13 +120,28 @@ export class BatchWriter {
     this.metrics = options.metrics ?? noMetrics;
   }
 
+  /** Resolves when the message's rows are committed. */
   submit(message: ProcessedMessage, lease?: LeaseToken): Promise<void> {
-    if (this.closed) return Promise.reject(new WriterClosedError('the writer is closed'));
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ message, lease, resolve, reject });
-      if (this.queue.length >= this.options.maxBatchMessages) this.kick();
-      else this.timer ??= setTimeout(() => this.kick(), this.options.maxWaitMs);
-    });
+    return new Promise<void>((resolve, reject) =>
+      this.enqueue(message, lease, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  /**
+   * `submit` without a promise: `done` is called once (never synchronously). What sessions use —
+   * a message waits here for its commit, and a promise with its two resolvers and reactions was a
+   * quarter of what it held.
+   */
+  enqueue(message: ProcessedMessage, lease: LeaseToken | undefined, done: WriteDone = IGNORE): void {
+    if (this.closed) {
+      queueMicrotask(() => done(new WriterClosedError('the writer is closed')));
+      return;
+    }
+    const bytes = heldBytes(message);
+    this.queue.push({ message, lease, bytes, at: Math.floor(performance.now()), done });
+    this.queuedBytes += bytes;
+    if (this.queue.length >= this.options.maxBatchMessages) this.kick();
+    else this.timer ??= setTimeout(() => this.kick(), this.options.maxWaitMs);
   }
 
   /** Messages accepted and not yet committed. */
@@ -95,8 +149,13 @@ export class BatchWriter {
     return this.queue.length + this.inFlight;
   }
 
+  /** heldBytes of the messages accepted and not yet committed. */
+  get pendingBytes(): number {
+    return this.queuedBytes + this.inFlightBytes;
+  }
+
   hasRoom(): boolean {
-    return this.pending < this.options.maxPending;
+    return this.pending < this.options.maxPending && this.pendingBytes < (this.options.maxPendingBytes ?? Infinity);
   }
 
   /** Resolves when `hasRoom()` is true again. */
@@ -107,8 +166,13 @@ export class BatchWriter {
 
   /** Writes everything queued so far. */
   async flush(): Promise<void> {
-    this.kick();
-    while (this.running) await this.running;
+    this.flushing += 1;
+    try {
+      this.kick();
+      while (this.writes.size > 0) await Promise.race(this.writes);
+    } finally {
+      this.flushing -= 1;
+    }
   }
 
   /**
@@ -118,46 +182,61 @@ export class BatchWriter {
   async close(timeoutMs: number): Promise<void> {
     const deadline = setTimeout(() => {
       this.closed = true;
-      this.retryTimer?.wake();
+      this.wakeRetries();
     }, timeoutMs);
     // Try now instead of sleeping out a retry delay of up to maxRetryDelayMs: a stop that comes
     // while the database is away or just back should not wait for the next scheduled attempt.
-    this.retryTimer?.wake();
+    this.wakeRetries();
     try {
       await this.flush();
     } finally {
       clearTimeout(deadline);
       this.closed = true;
-      for (const p of this.queue.splice(0))
-        p.reject(new WriterClosedError('the writer closed before this message was written'));
+      const unwritten = this.queue.splice(0);
+      this.queuedBytes = 0;
+      for (const p of unwritten) p.done(new WriterClosedError('the writer closed before this message was written'));
       this.wakeRoomWaiters();
     }
   }
 
+  /**
+   * Starts the writes the queue is ready for: with no write under way, whatever is queued (called
+   * when a batch is full, when its first message has waited maxWaitMs, and when a write ends);
+   * beside one under way, only a full batch, or one whose oldest message has waited maxWaitMs.
+   */
   private kick(): void {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.running || this.queue.length === 0) return;
-    this.running = this.drain().finally(() => {
-      this.running = undefined;
-      if (this.queue.length > 0 && !this.closed) this.kick();
-    });
+    const { maxBatchMessages, maxWaitMs } = this.options;
+    const maxInFlight = this.options.maxInFlight ?? DEFAULT_IN_FLIGHT;
+    while (!this.closed && this.queue.length > 0 && this.writes.size < maxInFlight) {
+      if (this.writes.size > 0 && this.flushing === 0 && this.queue.length < maxBatchMessages) {
+        const waited = performance.now() - this.queue[0]!.at;
+        if (waited < maxWaitMs) {
+          this.timer = setTimeout(() => this.kick(), maxWaitMs - waited);
+          return;
+        }
+      }
+      this.start(this.queue.splice(0, maxBatchMessages));
+    }
   }
 
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.options.maxBatchMessages);
-      this.inFlight = batch.length;
-      try {
-        await this.writeWithRetry(batch);
-      } finally {
-        this.inFlight = 0;
-        this.wakeRoomWaiters();
-      }
-      if (this.closed) return;
-    }
+  private start(batch: Pending[]): void {
+    let bytes = 0;
+    for (const p of batch) bytes += p.bytes;
+    this.queuedBytes -= bytes;
+    this.inFlightBytes += bytes;
+    this.inFlight += batch.length;
+    const write: Promise<void> = this.writeWithRetry(batch).finally(() => {
+      this.writes.delete(write);
+      this.inFlight -= batch.length;
+      this.inFlightBytes -= bytes;
+      this.wakeRoomWaiters();
+      this.kick();
+    });
+    this.writes.add(write);
   }
 
   private async writeWithRetry(pendings: Pending[]): Promise<void> {
@@ -165,15 +244,14 @@ export class BatchWriter {
     let outageLogged = false;
     for (let attempt = 0; ; attempt++) {
       try {
+        // Prepared before the transaction, so that it holds its connection for statements only.
+        let prepared = prepareBatch(batch.map((p) => p.message));
         let fenced: Pending[] = [];
-        const stats = await this.commit(batch.length, async (tx) => {
+        const stats = await this.commit(batch.length, async (tx, sensorIds) => {
           const { writable, refused } = await this.fenceOff(tx, batch);
           fenced = refused;
-          return writeBatch(
-            tx,
-            writable.map((p) => p.message),
-            this.sensorIds,
-          );
+          if (refused.length > 0) prepared = prepareBatch(writable.map((p) => p.message));
+          return writePrepared(tx, prepared, sensorIds);
         });
         if (fenced.length > 0) {
           this.refuse(fenced);
@@ -185,15 +263,14 @@ export class BatchWriter {
         this.totals.inserted += stats.inserted;
         this.totals.batches += 1;
         if (outageLogged) this.logger.info({ attempts: attempt + 1 }, 'database reachable again; writing resumed');
-        for (const p of batch) p.resolve();
-        if (this.options.onParsingFailures) {
-          const failures = aggregateFailures(batch.map((p) => p.message));
-          if (failures.length > 0) this.options.onParsingFailures(failures);
-        }
+        for (const p of batch) p.done();
+        if (this.options.onParsingFailures && prepared.failures.length > 0)
+          this.options.onParsingFailures(prepared.failures);
         return;
       } catch (err) {
-        if (err instanceof StaleSensorCacheError) {
-          this.sensorIds.clear();
+        if (err instanceof StaleSensorCacheError) continue;
+        if (RETRY_AT_ONCE.has((err as { code?: string }).code ?? '')) {
+          this.totals.retries += 1;
           continue;
         }
         this.metrics.databaseError('write');
@@ -202,7 +279,7 @@ export class BatchWriter {
           return;
         }
         if (this.closed) {
-          for (const p of batch) p.reject(new WriterClosedError('database unreachable at shutdown'));
+          for (const p of batch) p.done(new WriterClosedError('database unreachable at shutdown'));
           return;
         }
         if (!outageLogged) {
@@ -231,17 +308,17 @@ export class BatchWriter {
     for (const p of batch) {
       try {
         let fenced = false;
-        await this.commit(1, async (tx) => {
+        await this.commit(1, async (tx, sensorIds) => {
           const { writable } = await this.fenceOff(tx, [p]);
           fenced = writable.length === 0;
-          return writeBatch(tx, fenced ? [] : [p.message], this.sensorIds);
+          return writeBatch(tx, fenced ? [] : [p.message], sensorIds);
         });
         if (fenced) this.refuse([p]);
-        else p.resolve();
+        else p.done();
       } catch (err) {
         this.metrics.databaseError('write');
         if (isConnectionError(err)) {
-          p.reject(coerceError(err));
+          p.done(coerceError(err));
           continue;
         }
         const failed: ProcessedMessage = {
@@ -258,7 +335,7 @@ export class BatchWriter {
         };
         this.metrics.messageRefused(failed.connectionId);
         try {
-          await this.commit(1, (tx) => writeBatch(tx, [failed], this.sensorIds));
+          await this.commit(1, (tx, sensorIds) => writeBatch(tx, [failed], sensorIds));
         } catch (logErr) {
           this.metrics.databaseError('write');
           this.logger.error(
@@ -266,7 +343,7 @@ export class BatchWriter {
             'could not record a refused message; dropping it',
           );
         }
-        p.resolve();
+        p.done();
       }
     }
   }
@@ -293,19 +370,24 @@ export class BatchWriter {
       { messages: fenced.length },
       'lease lost: not writing (nor acknowledging) messages of a connection another instance took over',
     );
-    for (const p of fenced) p.reject(new LeaseLostError('lease lost: another instance took the connection over'));
+    for (const p of fenced) p.done(new LeaseLostError('lease lost: another instance took the connection over'));
   }
 
-  /** One write transaction, timed for the metrics when it commits. */
-  private async commit(messages: number, write: (tx: TransactionSql) => Promise<BatchStats>): Promise<BatchStats> {
+  /** One write transaction with the current sensor id cache, timed for the metrics when it commits. */
+  private async commit(
+    messages: number,
+    write: (tx: TransactionSql, sensorIds: SensorIdCache) => Promise<BatchStats>,
+  ): Promise<BatchStats> {
     const started = performance.now();
+    const sensorIds = this.sensorIds;
     let result: BatchStats;
     try {
-      result = await this.sql.begin(write);
+      result = await this.sql.begin((tx) => write(tx, sensorIds));
     } catch (err) {
       // writeBatch caches the ids of the sensors it created; rolled back, they do not exist. Kept,
       // every later write naming them would fail (one by one: each good message logged as refused).
-      this.sensorIds.clear();
+      // Also what a StaleSensorCacheError asks for.
+      if (this.sensorIds === sensorIds) this.sensorIds = new Map();
       throw err;
     }
     this.metrics.batchCommitted(messages, (performance.now() - started) / 1000);
@@ -315,13 +397,17 @@ export class BatchWriter {
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const wake = () => {
-        clearTimeout(timer);
-        this.retryTimer = undefined;
+        clearTimeout(entry.timer);
+        this.retryTimers.delete(entry);
         resolve();
       };
-      const timer = setTimeout(wake, ms);
-      this.retryTimer = { timer, wake };
+      const entry = { timer: setTimeout(() => wake(), ms), wake };
+      this.retryTimers.add(entry);
     });
+  }
+
+  private wakeRetries(): void {
+    for (const entry of [...this.retryTimers]) entry.wake();
   }
 
   private wakeRoomWaiters(): void {

@@ -88,6 +88,7 @@ export class BrokerSession {
   /** QoS 1 messages awaiting their PUBACK, oldest first from `ackHead` (a shift() per ack is O(n)). */
   private acks: AckTicket[] = [];
   private ackHead = 0;
+  private acksScheduled = false;
   private readonly log: Logger;
   private currentRow: ConnectionRow;
   private readonly deps: SessionDeps;
@@ -379,30 +380,33 @@ export class BrokerSession {
     this.deps.metrics.messageProcessed(processed);
     this.deps.discovery.record(processed);
     this.deps.reporter.touch(this.row.id, receivedAt);
-    const committed = this.deps.writer.submit(processed, this.lease.token);
 
     if (packet.qos === 0 || packet.messageId === undefined) {
-      committed.catch(() => undefined);
+      this.deps.writer.enqueue(processed, this.lease.token);
       this.admit(() => callback());
       return;
     }
     const ticket: AckTicket = { messageId: packet.messageId, state: 'pending' };
     const generation = this.generation;
     this.acks.push(ticket);
-    committed.then(
-      () => {
-        ticket.state = 'committed';
-        this.sendAcks(generation);
-      },
-      (err: unknown) => {
-        // Not committed: no PUBACK, so the broker delivers it again after a reconnect (or to the
-        // instance that took the connection over).
-        ticket.state = 'failed';
-        if (err instanceof LeaseLostError) this.lease.lost(err.message);
-        this.sendAcks(generation);
-      },
-    );
+    this.deps.writer.enqueue(processed, this.lease.token, (err) => {
+      // Not committed: no PUBACK, so the broker delivers it again after a reconnect (or to the
+      // instance that took the connection over).
+      ticket.state = err ? 'failed' : 'committed';
+      if (err instanceof LeaseLostError) this.lease.lost(err.message);
+      if (generation === this.generation) this.scheduleAcks();
+    });
     this.admit(() => callback(DEFERRED_ACK));
+  }
+
+  /** The messages of a batch are done one after the other: their PUBACKs go out together, once. */
+  private scheduleAcks(): void {
+    if (this.acksScheduled) return;
+    this.acksScheduled = true;
+    queueMicrotask(() => {
+      this.acksScheduled = false;
+      this.sendAcks(this.generation);
+    });
   }
 
   /** Hands MQTT.js its callback (= read the next packet) only while the writer and discovery have room. */

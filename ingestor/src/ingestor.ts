@@ -44,7 +44,10 @@ export function createIngestor(
   const prometheus =
     config.BFG_HTTP_PORT === undefined
       ? undefined
-      : new PrometheusMetrics({ pendingMessages: (): number => writer.pending });
+      : new PrometheusMetrics({
+          pendingMessages: (): number => writer.pending,
+          pendingBytes: (): number => writer.pendingBytes,
+        });
   const metrics: IngestorMetrics = prometheus ?? noMetrics;
   const connectionFile = createFileLogger(config.BFG_LOG_DIR, 'connections', 'info');
   const timing = leaseTiming(config.BFG_LEASE_TAKEOVER_S);
@@ -59,6 +62,7 @@ export function createIngestor(
     maxBatchMessages: config.BFG_BATCH_MAX_MESSAGES,
     maxWaitMs: config.BFG_BATCH_MAX_WAIT_MS,
     maxPending: config.BFG_MAX_PENDING_MESSAGES,
+    maxPendingBytes: config.BFG_MAX_PENDING_BYTES,
     maxRetryDelayMs: 5_000,
     metrics,
     fence: (tx, tokens) => holdLeases(tx, config.BFG_INSTANCE_ID, tokens, timing.idleTimeoutMs),

@@ -115,7 +115,9 @@ export function processMessage(
     return result;
   }
   if (!match) {
-    if (options.archiveUnmatched) result.archivePayload = payload;
+    // A copy: MQTT.js hands the payload as a view of the socket's read buffer (64 KiB), which a
+    // held view would keep alive whole until the archive row is written.
+    if (options.archiveUnmatched) result.archivePayload = Buffer.from(payload);
     return result;
   }
   result.matchedTopicId = match.pattern.id;
@@ -148,6 +150,46 @@ export function processMessage(
   if (!parsed.ok) return fail(parsed.kind, parser.key, parsed.message, parsed.issuePaths);
   result.rows = parsed.rows;
   return result;
+}
+
+/*
+ * What a message takes while it waits for its commit, in bytes of V8 heap (64-bit, no pointer
+ * compression, as Node ships): the constants are measured, by holding thousands of messages of
+ * each kind and reading the heap (tests/integration/pending-bytes.test.ts keeps heldBytes within
+ * 25 % of that). BFG_MAX_PENDING_BYTES bounds their sum.
+ */
+/** The ProcessedMessage with its Date, the writer's entry, the session's ack ticket and callback. */
+const HELD_MESSAGE_BYTES = 230;
+/** The rows object and its four arrays. */
+const HELD_ROWS_BYTES = 350;
+/** A gateway or datalogger row. */
+const HELD_DEVICE_BYTES = 100;
+/** A sensor row (ident only or with details) and its slot. */
+const HELD_SENSOR_BYTES = 50;
+/** A reading row (its value a heap number) and its slot. */
+const HELD_READING_BYTES = 100;
+/** A failure with its fingerprint and issue paths' array. */
+const HELD_FAILURE_BYTES = 390;
+/** A Buffer object (the archived payload's bytes are counted by its length). */
+const HELD_BUFFER_BYTES = 300;
+/** A string: its header, then one byte per character (device text is mostly Latin-1). */
+const stringBytes = (s: string) => 24 + s.length;
+
+/** heldBytes: the heap a held message takes, estimated from what it carries (see the constants). */
+export function heldBytes(m: ProcessedMessage): number {
+  let bytes = HELD_MESSAGE_BYTES + stringBytes(m.topic) + stringBytes(m.excerpt);
+  const rows = m.rows;
+  if (rows) {
+    bytes += HELD_ROWS_BYTES + (rows.gateways.length + rows.dataloggers.length) * HELD_DEVICE_BYTES;
+    bytes += rows.sensors.length * HELD_SENSOR_BYTES + rows.readings.length * HELD_READING_BYTES;
+  }
+  const failure = m.failure;
+  if (failure) {
+    bytes += HELD_FAILURE_BYTES + stringBytes(failure.message);
+    for (const path of failure.issuePaths) bytes += stringBytes(path) + 8;
+  }
+  if (m.archivePayload) bytes += HELD_BUFFER_BYTES + m.archivePayload.length;
+  return bytes;
 }
 
 /** The start of a payload as text for previews (invalid UTF-8 replaced, never parsed). */

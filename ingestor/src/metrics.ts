@@ -55,8 +55,8 @@ export class PrometheusMetrics implements IngestorMetrics {
   private readonly reconnects: Counter<'connection'>;
   private readonly known = new Set<string>();
 
-  /** `pendingMessages` is read at each scrape (the writer's queue, held until committed). */
-  constructor(sources: { pendingMessages: () => number }) {
+  /** `pendingMessages` and `pendingBytes` are read at each scrape (the writer's queue, held until committed). */
+  constructor(sources: { pendingMessages: () => number; pendingBytes: () => number }) {
     const registers = [this.registry];
     this.received = new Counter({
       name: 'bfg_messages_received_total',
@@ -100,6 +100,14 @@ export class PrometheusMetrics implements IngestorMetrics {
       registers,
       collect() {
         this.set(sources.pendingMessages());
+      },
+    });
+    new Gauge({
+      name: 'bfg_pending_bytes',
+      help: 'Memory those messages take, estimated (past BFG_MAX_PENDING_BYTES brokers are not read)',
+      registers,
+      collect() {
+        this.set(sources.pendingBytes());
       },
     });
     this.databaseErrors = new Counter({

@@ -15,7 +15,13 @@ import {
   type ParsingLogTopicCount,
   type ParsingLogUpsert,
 } from './sql/write-logs.ts';
-import { emptyReadingColumns, insertReadings, qualityCode, updateLatestValues } from './sql/write-readings.ts';
+import {
+  emptyReadingColumns,
+  insertReadings,
+  qualityCode,
+  updateLatestValues,
+  type ReadingColumns,
+} from './sql/write-readings.ts';
 
 /** A cached sensor id no longer exists (deleted since it was cached); the batch is retried without the cache. */
 export class StaleSensorCacheError extends Error {
@@ -52,19 +58,49 @@ interface SensorReadings {
   newestMs: number;
 }
 
+/** A sensor named by the batch: its catalogue details (last non-null of each), its readings. */
+interface PreparedSensor {
+  ident: string;
+  /** Named in some message's `sensors` (a reading alone does not create its sensor). */
+  listed: boolean;
+  hasDetails: boolean;
+  name: string | null;
+  kind: string | null;
+  unit: string | null;
+  readings: SensorReadings | undefined;
+}
+
+interface PreparedDatalogger {
+  gatewayKey: string;
+  row: Omit<DataloggerUpsert, 'gatewayId'>;
+  sensors: Map<string, PreparedSensor>;
+}
+
 /**
- * Writes everything a batch of messages turned into, in one transaction: entities first (merged
- * per device, so each row is touched once), then readings in bulk, the latest value per sensor,
- * the aggregated parsing errors and the archive of unmatched messages.
+ * What a batch of messages turns into, merged per device, before any id is known: built by
+ * `prepareBatch` outside the write transaction (so the next batch is prepared while the database
+ * writes this one), written by `writePrepared`.
  */
-export async function writeBatch(
-  tx: TransactionSql,
-  batch: readonly ProcessedMessage[],
-  sensorIds: SensorIdCache,
-): Promise<BatchStats> {
+export interface PreparedBatch {
+  messages: number;
+  /** By `<site>/<ident>`. */
+  gateways: Map<string, GatewayUpsert>;
+  /** By `<site>/<gateway ident>/<ident>`. */
+  dataloggers: Map<string, PreparedDatalogger>;
+  /** The readings' ts, value and quality; sensor ids are filled in by writePrepared. */
+  readings: ReadingColumns;
+  /** The aggregated parsing errors (also what the parsing log file gets). */
+  failures: ParsingLogUpsert[];
+  archive: ArchiveInsert[];
+}
+
+export function prepareBatch(batch: readonly ProcessedMessage[]): PreparedBatch {
   const gateways = new Map<string, GatewayUpsert>();
+  const dataloggers = new Map<string, PreparedDatalogger>();
   for (const m of batch) {
-    for (const g of m.rows?.gateways ?? []) {
+    const rows = m.rows;
+    if (!rows) continue;
+    for (const g of rows.gateways) {
       const key = `${m.siteId}/${g.ident}`;
       const row = gateways.get(key) ?? {
         siteId: m.siteId,
@@ -86,26 +122,30 @@ export async function writeBatch(
       }
       gateways.set(key, row);
     }
-  }
-  const gatewayIds = await upsertGateways(tx, byKey(gateways));
-
-  const dataloggers = new Map<string, DataloggerUpsert>();
-  for (const m of batch) {
-    for (const d of m.rows?.dataloggers ?? []) {
-      const gatewayId = gatewayIds.get(`${m.siteId}/${d.gatewayIdent}`);
-      if (!gatewayId) throw new Error(`parser output names gateway "${d.gatewayIdent}" without listing it`);
-      const key = `${gatewayId}/${d.ident}`;
-      const row = dataloggers.get(key) ?? {
-        siteId: m.siteId,
-        gatewayId,
-        ident: d.ident,
-        lastSeenAt: m.receivedAt,
-        model: null,
-        serial: null,
-        firmware: null,
-        intervalS: null,
-        infoAt: null,
-      };
+    for (const d of rows.dataloggers) {
+      const gatewayKey = `${m.siteId}/${d.gatewayIdent}`;
+      if (!gateways.has(gatewayKey))
+        throw new Error(`parser output names gateway "${d.gatewayIdent}" without listing it`);
+      const key = `${gatewayKey}/${d.ident}`;
+      let entry = dataloggers.get(key);
+      if (!entry) {
+        entry = {
+          gatewayKey,
+          row: {
+            siteId: m.siteId,
+            ident: d.ident,
+            lastSeenAt: m.receivedAt,
+            model: null,
+            serial: null,
+            firmware: null,
+            intervalS: null,
+            infoAt: null,
+          },
+          sensors: new Map(),
+        };
+        dataloggers.set(key, entry);
+      }
+      const row = entry.row;
       if (m.receivedAt > row.lastSeenAt) row.lastSeenAt = m.receivedAt;
       if (d.infoAt !== undefined) {
         row.model = d.model ?? row.model;
@@ -114,105 +154,75 @@ export async function writeBatch(
         row.intervalS = d.intervalS ?? row.intervalS;
         row.infoAt = d.infoAt;
       }
-      dataloggers.set(key, row);
     }
   }
-  const dataloggerIds = await upsertDataloggers(tx, byKey(dataloggers));
-  // The rows of a message almost always name one datalogger: its id is looked up once per change.
+
+  // The rows of a message almost always name one datalogger: it is looked up once per change.
   let lastSite: string | undefined;
   let lastGateway: string | undefined;
   let lastIdent: string | undefined;
-  let lastId = '';
-  const dataloggerId = (m: ProcessedMessage, gatewayIdent: string, ident: string) => {
-    if (m.siteId === lastSite && gatewayIdent === lastGateway && ident === lastIdent) return lastId;
-    const id = dataloggerIds.get(`${gatewayIds.get(`${m.siteId}/${gatewayIdent}`)}/${ident}`);
-    if (!id) throw new Error(`parser output names datalogger "${ident}" without listing it`);
+  let lastSensors = new Map<string, PreparedSensor>();
+  const sensorsOf = (m: ProcessedMessage, gatewayIdent: string, ident: string) => {
+    if (m.siteId === lastSite && gatewayIdent === lastGateway && ident === lastIdent) return lastSensors;
+    const entry = dataloggers.get(`${m.siteId}/${gatewayIdent}/${ident}`);
+    if (!entry) throw new Error(`parser output names datalogger "${ident}" without listing it`);
     lastSite = m.siteId;
     lastGateway = gatewayIdent;
     lastIdent = ident;
-    lastId = id;
-    return id;
+    lastSensors = entry.sensors;
+    return lastSensors;
   };
-
-  // Sensors: upsert the ones not cached yet and the ones whose catalogue details arrived.
-  const sensorsToUpsert = new Map<string, SensorUpsert>();
-  for (const m of batch) {
-    for (const s of m.rows?.sensors ?? []) {
-      const dlId = dataloggerId(m, s.gatewayIdent, s.dataloggerIdent);
-      const hasDetails = s.name != null || s.kind != null || s.unit != null;
-      if (!hasDetails && sensorIds.get(dlId)?.has(s.ident)) continue;
-      const key = `${dlId}/${s.ident}`;
-      if (!hasDetails && sensorsToUpsert.has(key)) continue;
-      const previous = sensorsToUpsert.get(key);
-      sensorsToUpsert.set(key, {
-        siteId: m.siteId,
-        dataloggerId: dlId,
-        ident: s.ident,
-        name: s.name ?? previous?.name ?? null,
-        kind: s.kind ?? previous?.kind ?? null,
-        unit: s.unit ?? previous?.unit ?? null,
-      });
+  const sensor = (sensors: Map<string, PreparedSensor>, ident: string) => {
+    let entry = sensors.get(ident);
+    if (!entry) {
+      entry = { ident, listed: false, hasDetails: false, name: null, kind: null, unit: null, readings: undefined };
+      sensors.set(ident, entry);
     }
-  }
-  for (const row of await upsertSensors(tx, byKey(sensorsToUpsert))) {
-    let ofDatalogger = sensorIds.get(row.dataloggerId);
-    if (!ofDatalogger) {
-      ofDatalogger = new Map<string, string>();
-      sensorIds.set(row.dataloggerId, ofDatalogger);
-    }
-    ofDatalogger.set(row.ident, row.id);
-  }
+    return entry;
+  };
 
   // Readings: one per (sensor, ts) — the last delivered wins within a batch — as columns. The
   // readings of a message share one Date, so its ISO form is made once per message.
   const readings = emptyReadingColumns();
-  const perSensor = new Map<string, SensorReadings>();
   let lastDate: Date | undefined;
   let lastIso = '';
   for (const m of batch) {
-    const rows = m.rows?.readings;
+    const rows = m.rows;
     if (!rows) continue;
-    for (const r of rows) {
-      const sensorId = sensorIds.get(dataloggerId(m, r.gatewayIdent, r.dataloggerIdent))?.get(r.sensorIdent);
-      if (!sensorId) throw new Error(`parser output names sensor "${r.sensorIdent}" without listing it`);
+    for (const s of rows.sensors) {
+      const entry = sensor(sensorsOf(m, s.gatewayIdent, s.dataloggerIdent), s.ident);
+      entry.listed = true;
+      if (s.name != null || s.kind != null || s.unit != null) entry.hasDetails = true;
+      entry.name = s.name ?? entry.name;
+      entry.kind = s.kind ?? entry.kind;
+      entry.unit = s.unit ?? entry.unit;
+    }
+    for (const r of rows.readings) {
+      const entry = sensor(sensorsOf(m, r.gatewayIdent, r.dataloggerIdent), r.sensorIdent);
       if (r.ts !== lastDate) {
         lastDate = r.ts;
         lastIso = r.ts.toISOString();
       }
       const quality = qualityCode(r.quality);
       const ms = r.ts.getTime();
-      let sensor = perSensor.get(sensorId);
-      let at = sensor?.byTs.get(lastIso);
+      let at = entry.readings?.byTs.get(lastIso);
       if (at === undefined) {
-        at = readings.sensorIds.push(sensorId) - 1;
-        readings.ts.push(lastIso);
+        at = readings.ts.push(lastIso) - 1;
         readings.values.push(r.value);
         readings.qualities.push(quality);
-        if (!sensor) perSensor.set(sensorId, (sensor = { byTs: new Map(), newest: at, newestMs: ms }));
-        sensor.byTs.set(lastIso, at);
+        entry.readings ??= { byTs: new Map(), newest: at, newestMs: ms };
+        entry.readings.byTs.set(lastIso, at);
       } else {
         readings.values[at] = r.value;
         readings.qualities[at] = quality;
       }
-      if (ms >= sensor!.newestMs) {
-        sensor!.newest = at;
-        sensor!.newestMs = ms;
+      if (ms >= entry.readings!.newestMs) {
+        entry.readings!.newest = at;
+        entry.readings!.newestMs = ms;
       }
     }
   }
-  const latest = emptyReadingColumns();
-  for (const sensorId of [...perSensor.keys()].sort(byId)) {
-    const at = perSensor.get(sensorId)!.newest;
-    latest.sensorIds.push(sensorId);
-    latest.ts.push(readings.ts[at]!);
-    latest.values.push(readings.values[at]!);
-    latest.qualities.push(readings.qualities[at]!);
-  }
-  const existing = await updateLatestValues(tx, latest);
-  if (existing.size !== latest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
-  const inserted = await insertReadings(tx, readings);
 
-  await upsertParsingLog(tx, aggregateFailures(batch));
   const archive: ArchiveInsert[] = [];
   for (const m of batch) {
     if (m.archivePayload && archive.length < ARCHIVE_LIMIT_PER_BATCH) {
@@ -226,8 +236,94 @@ export async function writeBatch(
       });
     }
   }
-  await insertArchive(tx, archive);
-  return { messages: batch.length, readings: readings.sensorIds.length, inserted };
+  return {
+    messages: batch.length,
+    gateways,
+    dataloggers,
+    readings,
+    failures: aggregateFailures(batch),
+    archive,
+  };
+}
+
+/**
+ * Writes everything a batch of messages turned into, in one transaction: entities first (merged
+ * per device, so each row is touched once), then readings in bulk, the latest value per sensor,
+ * the aggregated parsing errors and the archive of unmatched messages.
+ */
+export function writeBatch(
+  tx: TransactionSql,
+  batch: readonly ProcessedMessage[],
+  sensorIds: SensorIdCache,
+): Promise<BatchStats> {
+  return writePrepared(tx, prepareBatch(batch), sensorIds);
+}
+
+/** writeBatch's statements, for a batch prepared beforehand. */
+export async function writePrepared(
+  tx: TransactionSql,
+  batch: PreparedBatch,
+  sensorIds: SensorIdCache,
+): Promise<BatchStats> {
+  const gatewayIds = await upsertGateways(tx, byKey(batch.gateways));
+  const dataloggerRows = new Map<string, DataloggerUpsert>();
+  for (const [key, d] of batch.dataloggers)
+    dataloggerRows.set(key, { ...d.row, gatewayId: gatewayIds.get(d.gatewayKey)! });
+  const dataloggerIds = await upsertDataloggers(tx, byKey(dataloggerRows));
+
+  // Sensors: upsert the ones not cached yet and the ones whose catalogue details arrived.
+  const sensorsToUpsert = new Map<string, SensorUpsert>();
+  const resolved: { dataloggerId: string; sensor: PreparedSensor }[] = [];
+  for (const [key, d] of batch.dataloggers) {
+    const dataloggerId = dataloggerIds.get(`${dataloggerRows.get(key)!.gatewayId}/${d.row.ident}`)!;
+    const cached = sensorIds.get(dataloggerId);
+    for (const s of d.sensors.values()) {
+      if (s.readings) resolved.push({ dataloggerId, sensor: s });
+      if (!s.listed || (!s.hasDetails && cached?.has(s.ident))) continue;
+      sensorsToUpsert.set(`${dataloggerId}/${s.ident}`, {
+        siteId: d.row.siteId,
+        dataloggerId,
+        ident: s.ident,
+        name: s.name,
+        kind: s.kind,
+        unit: s.unit,
+      });
+    }
+  }
+  for (const row of await upsertSensors(tx, byKey(sensorsToUpsert))) {
+    let ofDatalogger = sensorIds.get(row.dataloggerId);
+    if (!ofDatalogger) {
+      ofDatalogger = new Map<string, string>();
+      sensorIds.set(row.dataloggerId, ofDatalogger);
+    }
+    ofDatalogger.set(row.ident, row.id);
+  }
+
+  // Each sensor's id into its readings' places in the columns, and its newest reading.
+  const readings = batch.readings;
+  readings.sensorIds = new Array<string>(readings.ts.length);
+  const latest: { sensorId: string; at: number }[] = [];
+  for (const { dataloggerId, sensor } of resolved) {
+    const sensorId = sensorIds.get(dataloggerId)?.get(sensor.ident);
+    if (!sensorId) throw new Error(`parser output names sensor "${sensor.ident}" without listing it`);
+    for (const at of sensor.readings!.byTs.values()) readings.sensorIds[at] = sensorId;
+    latest.push({ sensorId, at: sensor.readings!.newest });
+  }
+  latest.sort((a, b) => byId(a.sensorId, b.sensorId));
+  const newest = emptyReadingColumns();
+  for (const { sensorId, at } of latest) {
+    newest.sensorIds.push(sensorId);
+    newest.ts.push(readings.ts[at]!);
+    newest.values.push(readings.values[at]!);
+    newest.qualities.push(readings.qualities[at]!);
+  }
+  const existing = await updateLatestValues(tx, newest);
+  if (existing.size !== newest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
+  const inserted = await insertReadings(tx, readings);
+
+  await upsertParsingLog(tx, batch.failures);
+  await insertArchive(tx, batch.archive);
+  return { messages: batch.messages, readings: readings.ts.length, inserted };
 }
 
 /** Identical errors of a batch become one row with a count, and with the count per topic. */
