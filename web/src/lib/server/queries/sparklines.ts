@@ -27,8 +27,7 @@ export async function loadSiteSparklines(tx: TransactionSql, siteId: number): Pr
   const rows = await tx`
     select r.sensor_id,
            array_agg(extract(epoch from r.bucket)::float8 + ${ROLLUP_S / 2} order by r.bucket) as t,
-           -- Four significant digits are more than 28 pixels of height can show (and serialize short).
-           array_agg(round((r.sum / r.n)::numeric, 3 - floor(log(greatest(abs(r.sum / r.n), 1e-6)))::int)::float8 order by r.bucket) as v
+           array_agg(r.sum / r.n order by r.bucket) as v
     from public.sensor_reading_rollup r
     where r.sensor_id in (select s.id from public.sensor s where s.site_id = ${siteId})
       and r.bucket >= now() - make_interval(secs => ${SPARKLINE_S})
@@ -41,7 +40,8 @@ export async function loadSiteSparklines(tx: TransactionSql, siteId: number): Pr
   const lines: Record<number, Sparkline> = {};
   for (const r of parsed) {
     const v: (number | null)[] = grid.map(() => null);
-    r.t.forEach((t, i) => (v[at.get(t)!] = r.v[i]!));
+    // Four significant digits are more than 28 pixels of height can show (and serialize short).
+    r.t.forEach((t, i) => (v[at.get(t)!] = Number(r.v[i]!.toPrecision(4))));
     lines[r.sensor_id] = { t: grid, v };
   }
   return lines;

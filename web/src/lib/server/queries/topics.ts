@@ -191,7 +191,8 @@ export async function deleteTopicPattern(tx: TransactionSql, id: number): Promis
 
 /**
  * How many discovered topics each pattern is the match of today (discovered_topic.matched_topic_id,
- * which the ingestor writes with every topic it sees), over discovered_topic_matched_idx.
+ * which the ingestor writes with every topic it sees), over discovered_topic_matched_idx, each
+ * count stopping at TOPIC_COUNT_CAP + 1 (shown as "more than 10,000").
  */
 export async function patternTopicCounts(
   tx: TransactionSql,
@@ -199,9 +200,9 @@ export async function patternTopicCounts(
 ): Promise<Map<number, number>> {
   if (patternIds.length === 0) return new Map();
   const rows = await tx<{ id: string; n: string }[]>`
-    select matched_topic_id as id, count(*) as n from public.discovered_topic
-    where matched_topic_id = any(${patternIds as number[]}::bigint[])
-    group by matched_topic_id`;
+    select p.id, (select count(*) from (select 1 from public.discovered_topic d
+                                        where d.matched_topic_id = p.id limit ${TOPIC_COUNT_CAP + 1}) x) as n
+    from unnest(${patternIds as number[]}::bigint[]) as p (id)`;
   return new Map(rows.map((r) => [Number(r.id), Number(r.n)]));
 }
 

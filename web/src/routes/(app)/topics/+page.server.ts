@@ -14,6 +14,7 @@ import {
   listTopicPatterns,
   patternTopicCounts,
   setTopicPatternActive,
+  TOPIC_COUNT_CAP,
   topicCursor,
   updateTopicPattern,
 } from '#lib/server/queries/topics.ts';
@@ -67,6 +68,7 @@ export const load = (async ({ locals, url, depends }) => {
       next: topics.next ? encodeCursor(topics.next) : null,
       paged: after !== null,
       parserKeys,
+      countCap: TOPIC_COUNT_CAP,
     };
   });
 }) satisfies PageServerLoad;
