@@ -9,6 +9,7 @@ import {
   getFreePort,
   listMigrations,
   mintAnonKey,
+  mintServiceRoleKey,
   repoRoot,
   schemaPaths,
   startRealtimeServer,
@@ -188,6 +189,7 @@ describe('the services as the images run them', () => {
       // The browser's address of Kong, which this server must not need: nothing listens there.
       PUBLIC_SUPABASE_URL: `http://127.0.0.1:${await getFreePort()}`,
       PUBLIC_SUPABASE_ANON_KEY: await mintAnonKey(jwtSecret),
+      SUPABASE_SERVICE_ROLE_KEY: await mintServiceRoleKey(jwtSecret),
       HOST: '127.0.0.1',
       PORT: String(port),
     });
@@ -212,6 +214,13 @@ describe('the services as the images run them', () => {
       .join('; ');
     const home = await fetch(`${origin}/`, { headers: { cookie: cookies }, redirect: 'manual' });
     expect(home.status).toBe(200);
+    // The Users page: the Auth admin API, from this server with the service_role key, also through
+    // BFG_SUPABASE_SERVER_URL.
+    const users = await fetch(`${origin}/admin/users`, { headers: { cookie: cookies }, redirect: 'manual' });
+    const usersPage = await users.text();
+    expect(users.status, usersPage).toBe(200);
+    expect(usersPage).toContain(email);
+    expect(usersPage).not.toContain('accounts-unavailable');
 
     expect(await stopAsDockerDoes(child, 15), child.output.join('')).toEqual({ code: 0, signal: null });
   });
