@@ -38,7 +38,7 @@ export async function listAudit(
       ${f.actor !== '' ? tx`and actor = lower(${f.actor})` : tx``}
       ${f.siteId !== null ? tx`and site_id = ${f.siteId}` : tx``}
       ${f.rowId !== '' ? tx`and row_id = ${f.rowId}` : tx``}
-      ${before ? tx`and (at, id) < (${before.at}::timestamptz, ${before.id})` : tx``}
+      ${before ? tx`and (at, id) < (${before.at}::text::timestamptz, ${before.id})` : tx``}
     order by at desc, id desc
     limit ${f.limit + 1}) a
     order by a.at desc, a.id desc`;

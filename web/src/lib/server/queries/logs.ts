@@ -44,7 +44,7 @@ export async function listConnectionLog(tx: TransactionSql, f: LogFilter): Promi
       ${f.connectionId !== null ? tx`and connection_id = ${f.connectionId}` : tx``}
       ${f.category !== '' ? tx`and level = ${f.category}` : tx``}
       ${f.search !== '' ? tx`and (detail ilike ${like(f.search)} or event ilike ${like(f.search)})` : tx``}
-      ${f.before ? tx`and (created_at, id) < (${f.before.at}::timestamptz, ${f.before.id})` : tx``}
+      ${f.before ? tx`and (created_at, id) < (${f.before.at}::text::timestamptz, ${f.before.id})` : tx``}
     order by created_at desc, id desc
     limit ${f.limit + 1}) l
     order by l.created_at desc, l.id desc`;
@@ -59,7 +59,7 @@ export async function listParsingLog(tx: TransactionSql, f: LogFilter): Promise<
       ${f.connectionId !== null ? tx`and connection_id = ${f.connectionId}` : tx``}
       ${f.category !== '' ? tx`and kind = ${f.category}` : tx``}
       ${f.search !== '' ? tx`and (topic ilike ${like(f.search)} or message ilike ${like(f.search)})` : tx``}
-      ${f.before ? tx`and (last_seen_at, id) < (${f.before.at}::timestamptz, ${f.before.id})` : tx``}
+      ${f.before ? tx`and (last_seen_at, id) < (${f.before.at}::text::timestamptz, ${f.before.id})` : tx``}
     order by last_seen_at desc, id desc
     limit ${f.limit + 1}) l
     order by l.last_seen_at desc, l.id desc`;

@@ -24,7 +24,10 @@ export interface TopicFilter {
  * rounded to them would skip the rows within the same millisecond).
  */
 export const microsecondTime = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
-/** The SQL giving a timestamptz column in that form. */
+/**
+ * The SQL giving a timestamptz column in that form. A cursor goes back as `${at}::text::timestamptz`:
+ * for a parameter Postgres types as timestamptz, postgres.js would send `new Date(at)`, milliseconds.
+ */
 export const MICROSECOND_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"';
 
 /** Where a page of discovered topics ends: the order's columns of its last row. */
@@ -73,11 +76,11 @@ export async function listDiscoveredTopics(
   const source =
     search !== null && searchCount !== null && searchCount <= TOPIC_COUNT_CAP
       ? tx`select * from private.discovered_topic_search(${search}, ${f.connectionId}, ${f.processable},
-             ${after?.last_seen_at ?? null}::timestamptz, ${after?.connection_id ?? null}::bigint, ${after?.topic ?? null}::text,
+             ${after?.last_seen_at ?? null}::text::timestamptz, ${after?.connection_id ?? null}::bigint, ${after?.topic ?? null}::text,
              ${f.limit + 1})`
       : tx`select * from public.discovered_topic
             where ${where}
-              ${after ? tx`and (last_seen_at, connection_id, topic) < (${after.last_seen_at}::timestamptz, ${after.connection_id}, ${after.topic})` : tx``}
+              ${after ? tx`and (last_seen_at, connection_id, topic) < (${after.last_seen_at}::text::timestamptz, ${after.connection_id}, ${after.topic})` : tx``}
             order by last_seen_at desc, connection_id desc, topic desc
             limit ${f.limit + 1}`;
   const [rows, n] = await Promise.all([
