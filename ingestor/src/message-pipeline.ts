@@ -72,7 +72,8 @@ export function processMessage(
     siteId: ctx.siteId,
     topic: pgText(message.topic.length > MAX_TOPIC_LENGTH ? message.topic.slice(0, MAX_TOPIC_LENGTH) : message.topic),
     receivedAt: message.receivedAt,
-    excerpt: excerptOf(payload),
+    // Set on the way out: from the decoded text when the payload is parsed (decoded once).
+    excerpt: '',
     payloadBytes: payload.length,
     qos: message.qos,
     retained: message.retained,
@@ -82,25 +83,19 @@ export function processMessage(
     failure: null,
     archivePayload: null,
   };
-  const fail = (kind: FailureKind, parser: string | null, text: string, issuePaths: string[] = []) => {
-    const scope = result.matchedTopicId ?? result.topic;
-    const paths = issuePaths.map(pgText);
-    result.failure = {
-      kind,
-      parser,
-      message: pgText(text),
-      issuePaths: paths,
-      fingerprint: fingerprint([ctx.connectionId, scope, parser, kind, text, ...paths]),
-    };
+  const withExcerpt = () => {
+    result.excerpt = excerptOf(payload);
     return result;
   };
 
   if (message.topic.length > MAX_TOPIC_LENGTH) {
-    return fail(
+    fail(
+      result,
       'invalid_topic',
       null,
       `topic is ${message.topic.length} characters long; at most ${MAX_TOPIC_LENGTH} are parsed`,
     );
+    return withExcerpt();
   }
   const match = ctx.matcher.match(message.topic);
   const parser = match ? registry.get(match.pattern.parser) : undefined;
@@ -118,27 +113,38 @@ export function processMessage(
     // A copy: MQTT.js hands the payload as a view of the socket's read buffer (64 KiB), which a
     // held view would keep alive whole until the archive row is written.
     if (options.archiveUnmatched) result.archivePayload = Buffer.from(payload);
-    return result;
+    return withExcerpt();
   }
   result.matchedTopicId = match.pattern.id;
-  if (!parser)
-    return fail('unknown_parser', match.pattern.parser, `no parser "${match.pattern.parser}" in this ingestor`);
+  if (!parser) {
+    fail(result, 'unknown_parser', match.pattern.parser, `no parser "${match.pattern.parser}" in this ingestor`);
+    return withExcerpt();
+  }
   result.isProcessable = true;
 
   if (payload.length > options.maxPayloadBytes) {
-    return fail(
+    fail(
+      result,
       'too_large',
       parser.key,
       `payload of ${payload.length} bytes is over the ${options.maxPayloadBytes}-byte limit`,
     );
+    return withExcerpt();
   }
+  let text: string;
+  try {
+    text = utf8.decode(payload);
+  } catch {
+    fail(result, 'invalid_json', parser.key, 'payload is not valid UTF-8');
+    return withExcerpt();
+  }
+  // Valid UTF-8 of at most EXCERPT_BYTES: the excerpt is the text itself.
+  result.excerpt = payload.length <= EXCERPT_BYTES ? pgText(text) : excerptOf(payload);
   let json: unknown;
   try {
-    json = JSON.parse(utf8.decode(payload));
+    json = JSON.parse(text);
   } catch (err) {
-    const reason =
-      err instanceof TypeError ? 'payload is not valid UTF-8' : `payload is not JSON (${(err as Error).message})`;
-    return fail('invalid_json', parser.key, reason.slice(0, 300));
+    return fail(result, 'invalid_json', parser.key, `payload is not JSON (${(err as Error).message})`.slice(0, 300));
   }
   const parsed = parser.parse(json, {
     topic: message.topic,
@@ -147,7 +153,7 @@ export function processMessage(
     siteSlug: ctx.siteSlug,
     parserConfig: match.pattern.parserConfig,
   });
-  if (!parsed.ok) return fail(parsed.kind, parser.key, parsed.message, parsed.issuePaths);
+  if (!parsed.ok) return fail(result, parsed.kind, parser.key, parsed.message, parsed.issuePaths);
   result.rows = parsed.rows;
   return result;
 }
@@ -190,6 +196,26 @@ export function heldBytes(m: ProcessedMessage): number {
   }
   if (m.archivePayload) bytes += HELD_BUFFER_BYTES + m.archivePayload.length;
   return bytes;
+}
+
+/** Records why the message is not ingested; identical errors share a fingerprint (and a log row). */
+function fail(
+  result: ProcessedMessage,
+  kind: FailureKind,
+  parser: string | null,
+  text: string,
+  issuePaths: string[] = [],
+): ProcessedMessage {
+  const scope = result.matchedTopicId ?? result.topic;
+  const paths = issuePaths.map(pgText);
+  result.failure = {
+    kind,
+    parser,
+    message: pgText(text),
+    issuePaths: paths,
+    fingerprint: fingerprint([result.connectionId, scope, parser, kind, text, ...paths]),
+  };
+  return result;
 }
 
 /** The start of a payload as text for previews (invalid UTF-8 replaced, never parsed). */

@@ -54,21 +54,30 @@ export class PrometheusMetrics implements IngestorMetrics {
   private readonly status: Gauge<'connection' | 'site' | 'status'>;
   private readonly reconnects: Counter<'connection'>;
   private readonly known = new Set<string>();
+  /**
+   * Received and parsed messages per connection since the last scrape, added to the counters when
+   * they are collected: a labelled inc() per message hashes its labels, 2 % of the ingestor's CPU
+   * at 20,000 messages/s.
+   */
+  private readonly tallies = new Map<string, { received: number; parsed: number }>();
 
   /** `pendingMessages` and `pendingBytes` are read at each scrape (the writer's queue, held until committed). */
   constructor(sources: { pendingMessages: () => number; pendingBytes: () => number }) {
     const registers = [this.registry];
+    const collect = () => this.addTallies();
     this.received = new Counter({
       name: 'bfg_messages_received_total',
       help: 'Messages received from brokers',
       labelNames: ['connection'],
       registers,
+      collect,
     });
     this.parsed = new Counter({
       name: 'bfg_messages_parsed_total',
       help: 'Messages a parser turned into rows',
       labelNames: ['connection'],
       registers,
+      collect,
     });
     this.failed = new Counter({
       name: 'bfg_messages_failed_total',
@@ -142,10 +151,24 @@ export class PrometheusMetrics implements IngestorMetrics {
 
   messageProcessed(message: ProcessedMessage): void {
     const connection = message.connectionId;
-    this.received.inc({ connection });
+    let tally = this.tallies.get(connection);
+    if (!tally) {
+      tally = { received: 0, parsed: 0 };
+      this.tallies.set(connection, tally);
+    }
+    tally.received += 1;
     if (message.failure) this.failed.inc({ connection, kind: message.failure.kind });
-    else if (message.rows) this.parsed.inc({ connection });
+    else if (message.rows) tally.parsed += 1;
     else this.skipped.inc({ connection, reason: skipReason(message) });
+  }
+
+  private addTallies(): void {
+    for (const [connection, tally] of this.tallies) {
+      if (tally.received > 0) this.received.inc({ connection }, tally.received);
+      if (tally.parsed > 0) this.parsed.inc({ connection }, tally.parsed);
+      tally.received = 0;
+      tally.parsed = 0;
+    }
   }
 
   messageRefused(connectionId: string): void {

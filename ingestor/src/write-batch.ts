@@ -53,7 +53,8 @@ const byId = (a: string, b: string) => a.length - b.length || (a < b ? -1 : a > 
 
 /** The readings of one sensor in a batch: where each ts is in the columns, and the newest. */
 interface SensorReadings {
-  byTs: Map<string, number>;
+  /** By the reading's time (epoch ms): its place in the columns. */
+  byTs: Map<number, number>;
   newest: number;
   newestMs: number;
 }
@@ -181,11 +182,8 @@ export function prepareBatch(batch: readonly ProcessedMessage[]): PreparedBatch 
     return entry;
   };
 
-  // Readings: one per (sensor, ts) — the last delivered wins within a batch — as columns. The
-  // readings of a message share one Date, so its ISO form is made once per message.
+  // Readings: one per (sensor, ts) — the last delivered wins within a batch — as columns.
   const readings = emptyReadingColumns();
-  let lastDate: Date | undefined;
-  let lastIso = '';
   for (const m of batch) {
     const rows = m.rows;
     if (!rows) continue;
@@ -199,19 +197,15 @@ export function prepareBatch(batch: readonly ProcessedMessage[]): PreparedBatch 
     }
     for (const r of rows.readings) {
       const entry = sensor(sensorsOf(m, r.gatewayIdent, r.dataloggerIdent), r.sensorIdent);
-      if (r.ts !== lastDate) {
-        lastDate = r.ts;
-        lastIso = r.ts.toISOString();
-      }
       const quality = qualityCode(r.quality);
       const ms = r.ts.getTime();
-      let at = entry.readings?.byTs.get(lastIso);
+      let at = entry.readings?.byTs.get(ms);
       if (at === undefined) {
-        at = readings.ts.push(lastIso) - 1;
+        at = readings.ts.push(ms) - 1;
         readings.values.push(r.value);
         readings.qualities.push(quality);
         entry.readings ??= { byTs: new Map(), newest: at, newestMs: ms };
-        entry.readings.byTs.set(lastIso, at);
+        entry.readings.byTs.set(ms, at);
       } else {
         readings.values[at] = r.value;
         readings.qualities[at] = quality;

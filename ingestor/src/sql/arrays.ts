@@ -5,7 +5,7 @@
  *  - rows with nullable text or boolean columns go as one JSON document (`jsonb_to_recordset`),
  *    which keeps every NULL and boolean exact;
  *  - the hot path (readings) goes as array literals built here (`arrayLiteral`) of elements that
- *    never need quoting: ids, ISO timestamps, numbers and NULL (covered by the ingestor tests).
+ *    never need quoting: ids, numbers (epoch ms, values) and NULL (covered by the ingestor tests).
  */
 /** Readings' quality as a small integer (NULL-safe in numeric arrays), decoded in SQL. */
 export const QUALITY_CODES = { good: 1, suspect: 2, bad: 3 } as const;
@@ -14,7 +14,7 @@ export const QUALITY_CODES = { good: 1, suspect: 2, bad: 3 } as const;
  * A Postgres array literal (`{1,2.5,NULL}`), sent as one text parameter and cast in SQL
  * (`${arrayLiteral(ids)}::bigint[]`). One join instead of postgres.js' escaping of each element:
  * a batch's readings are 20,000-element arrays. Only for elements without commas, braces,
- * quotes, backslashes or spaces — bigint ids as strings, `Date.toISOString()`, finite numbers —
+ * quotes, backslashes or spaces — bigint ids as strings, finite numbers (JavaScript's `String(n)`) —
  * which Postgres reads unquoted; `null` becomes NULL.
  */
 export function arrayLiteral(values: readonly (string | number | null)[]): string {

@@ -4,11 +4,12 @@ import { QUALITY_CODES, arrayLiteral } from './arrays.ts';
 
 /**
  * Readings of a batch as columns (one entry per reading): no object per reading, and each column
- * goes to Postgres as one array literal. `ts` holds ISO strings (`Date.toISOString()`).
+ * goes to Postgres as one array literal. `ts` holds epoch milliseconds: Postgres reads 20,000
+ * integers faster than as many ISO timestamps, and Dates carry milliseconds only.
  */
 export interface ReadingColumns {
   sensorIds: string[];
-  ts: string[];
+  ts: number[];
   values: (number | null)[];
   /** QUALITY_CODES, or null. */
   qualities: (number | null)[];
@@ -18,6 +19,8 @@ export const emptyReadingColumns = (): ReadingColumns => ({ sensorIds: [], ts: [
 
 export const qualityCode = (q: Quality | null): number | null => (q === null ? null : QUALITY_CODES[q]);
 const QUALITY_SQL = `case q when 1 then 'good' when 2 then 'suspect' when 3 then 'bad' end`;
+/** Epoch ms to timestamptz, exactly (an integer count of microseconds well inside a double's 2^53). */
+const TS_SQL = `timestamptz 'epoch' + ms * interval '1 millisecond'`;
 
 /** SQLSTATE unique_violation. */
 const UNIQUE_VIOLATION = '23505';
@@ -38,8 +41,8 @@ export async function insertReadings(tx: TransactionSql, rows: ReadingColumns): 
   const qualities = arrayLiteral(rows.qualities);
   const insert = (sql: TransactionSql, onConflict: boolean) => sql`
     insert into sensor_reading (sensor_id, ts, value, quality)
-    select id, ts, value, ${sql.unsafe(QUALITY_SQL)}
-    from unnest(${ids}::bigint[], ${ts}::timestamptz[], ${values}::float8[], ${qualities}::int2[]) as v (id, ts, value, q)
+    select id, ${sql.unsafe(TS_SQL)}, value, ${sql.unsafe(QUALITY_SQL)}
+    from unnest(${ids}::bigint[], ${ts}::int8[], ${values}::float8[], ${qualities}::int2[]) as v (id, ms, value, q)
     ${sql.unsafe(onConflict ? 'on conflict do nothing' : '')}`;
   try {
     return (await tx.savepoint((sp) => insert(sp, false))).count;
@@ -67,9 +70,9 @@ export async function updateLatestValues(tx: TransactionSql, rows: ReadingColumn
       presence = case when s.last_value_at is null or v.ts >= s.last_value_at then 'online' else s.presence end,
       presence_changed_at = case when (s.last_value_at is null or v.ts >= s.last_value_at) and s.presence <> 'online'
                                  then now() else s.presence_changed_at end
-    from unnest(
-      ${arrayLiteral(rows.sensorIds)}::bigint[], ${arrayLiteral(rows.ts)}::timestamptz[],
-      ${arrayLiteral(rows.values)}::float8[], ${arrayLiteral(rows.qualities)}::int2[]) as v (id, ts, value, q)
+    from (select id, ${tx.unsafe(TS_SQL)} as ts, value, q from unnest(
+      ${arrayLiteral(rows.sensorIds)}::bigint[], ${arrayLiteral(rows.ts)}::int8[],
+      ${arrayLiteral(rows.values)}::float8[], ${arrayLiteral(rows.qualities)}::int2[]) as u (id, ms, value, q)) as v
     where s.id = v.id
     returning s.id::text as id`;
   return new Set(result.map((r) => r.id));
