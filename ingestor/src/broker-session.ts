@@ -1,6 +1,6 @@
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { backoffDelay } from './backoff.ts';
-import type { BatchWriter } from './batch-writer.ts';
+import type { BatchWriter, WriteDone } from './batch-writer.ts';
 import { clientOptions, describeBroker, settingsFingerprint, subscriptionFilters } from './broker-options.ts';
 import { describeCode, type BrokerSubscriptions, type SubscriptionChange } from './broker-subscriptions.ts';
 import { CoalescingRunner } from './coalescing-runner.ts';
@@ -387,16 +387,25 @@ export class BrokerSession {
       return;
     }
     const ticket: AckTicket = { messageId: packet.messageId, state: 'pending' };
-    const generation = this.generation;
     this.acks.push(ticket);
-    this.deps.writer.enqueue(processed, this.lease.token, (err) => {
+    this.deps.writer.enqueue(processed, this.lease.token, this.ackWhenDone(ticket));
+    this.admit(() => callback(DEFERRED_ACK));
+  }
+
+  /**
+   * The writer's callback for a QoS 1 message. Made here, not in onMessage: a closure keeps its
+   * function's whole scope alive, and onMessage's holds the packet (whose payload is a view of the
+   * socket's 64 KiB read buffer) and MQTT.js's callback — for as long as the message waits.
+   */
+  private ackWhenDone(ticket: AckTicket): WriteDone {
+    const generation = this.generation;
+    return (err) => {
       // Not committed: no PUBACK, so the broker delivers it again after a reconnect (or to the
       // instance that took the connection over).
       ticket.state = err ? 'failed' : 'committed';
       if (err instanceof LeaseLostError) this.lease.lost(err.message);
       if (generation === this.generation) this.scheduleAcks();
-    });
-    this.admit(() => callback(DEFERRED_ACK));
+    };
   }
 
   /** The messages of a batch are done one after the other: their PUBACKs go out together, once. */

@@ -51,10 +51,13 @@ const byKey = <T>(rows: Map<string, T>): T[] =>
 /** Ascending bigint ids given as decimal strings. */
 const byId = (a: string, b: string) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 
-/** The readings of one sensor in a batch: where each ts is in the columns, and the newest. */
+/**
+ * The readings of one sensor in a batch: their places in the columns, and the newest. A sensor's
+ * readings nearly always come in time order, each later than the one before, and then none can
+ * repeat an earlier one; only a reading no later than the newest is looked for among them.
+ */
 interface SensorReadings {
-  /** By the reading's time (epoch ms): its place in the columns. */
-  byTs: Map<number, number>;
+  at: number[];
   newest: number;
   newestMs: number;
 }
@@ -199,20 +202,22 @@ export function prepareBatch(batch: readonly ProcessedMessage[]): PreparedBatch 
       const entry = sensor(sensorsOf(m, r.gatewayIdent, r.dataloggerIdent), r.sensorIdent);
       const quality = qualityCode(r.quality);
       const ms = r.ts.getTime();
-      let at = entry.readings?.byTs.get(ms);
+      const own = entry.readings;
+      let at = own && ms <= own.newestMs ? own.at.find((i) => readings.ts[i] === ms) : undefined;
       if (at === undefined) {
         at = readings.ts.push(ms) - 1;
-        readings.values.push(r.value);
+        readings.values.push(r.value ?? NaN);
         readings.qualities.push(quality);
-        entry.readings ??= { byTs: new Map(), newest: at, newestMs: ms };
-        entry.readings.byTs.set(ms, at);
+        if (own) own.at.push(at);
+        else entry.readings = { at: [at], newest: at, newestMs: ms };
       } else {
-        readings.values[at] = r.value;
+        readings.values[at] = r.value ?? NaN;
         readings.qualities[at] = quality;
       }
-      if (ms >= entry.readings!.newestMs) {
-        entry.readings!.newest = at;
-        entry.readings!.newestMs = ms;
+      const mine = entry.readings!;
+      if (ms >= mine.newestMs) {
+        mine.newest = at;
+        mine.newestMs = ms;
       }
     }
   }
@@ -300,7 +305,7 @@ export async function writePrepared(
   for (const { dataloggerId, sensor } of resolved) {
     const sensorId = sensorIds.get(dataloggerId)?.get(sensor.ident);
     if (!sensorId) throw new Error(`parser output names sensor "${sensor.ident}" without listing it`);
-    for (const at of sensor.readings!.byTs.values()) readings.sensorIds[at] = sensorId;
+    for (const at of sensor.readings!.at) readings.sensorIds[at] = sensorId;
     latest.push({ sensorId, at: sensor.readings!.newest });
   }
   latest.sort((a, b) => byId(a.sensorId, b.sensorId));

@@ -67,6 +67,14 @@ const isQuality = (q: unknown): q is Quality | null | undefined =>
 const undefinedKey = (o: Record<string, unknown>, keys: readonly string[]) =>
   keys.some((k) => o[k] === undefined && Object.hasOwn(o, k));
 
+/** No sensor twice among a message's readings (compared pairwise while that is cheap). */
+function eachOnce(list: readonly Reading[]): boolean {
+  if (list.length > 16) return new Set(list.map((r) => r.sensor)).size === list.length;
+  for (let i = 1; i < list.length; i++)
+    for (let j = 0; j < i; j++) if (list[j]!.sensor === list[i]!.sensor) return false;
+  return true;
+}
+
 /**
  * dataSchema's output for a payload in either form with nothing wrong in it — what every healthy
  * device sends — built without zod's walk; undefined for anything else, which zod then parses (and
@@ -128,35 +136,32 @@ export const dataParserSpec: SchemaParserSpec<typeof dataSchema, 'gateway' | 'da
 
     // All readings of a message share its ts, so (sensor, ts) is unique per sensor: the last
     // reading of a sensor wins, as the database stores each (sensor, ts) once. The rows are held
-    // until their batch commits, so they are made at their exact size.
-    let sensorIdents: string[];
-    let picked: { value: number | null; quality: Quality | null }[];
-    if (data.readings) {
-      const last = new Map<string, number>();
-      data.readings.forEach((r, i) => last.set(r.sensor, i));
-      sensorIdents = [...last.keys()];
-      picked = [...last.values()].map((i) => ({
-        value: data.readings![i]!.value,
-        quality: data.readings![i]!.quality ?? null,
-      }));
-    } else {
-      const values = data.values!;
-      sensorIdents = Object.keys(values);
-      picked = sensorIdents.map((sensor) => ({ value: values[sensor]!, quality: null }));
-    }
-    // Ident only: a sensor never seen before is created; kind and unit come with the next info.
-    const sensors: SensorRow[] = sensorIdents.map((ident) => ({
-      gatewayIdent: gateway,
-      dataloggerIdent: datalogger,
-      ident,
-    }));
-    const readings: ReadingRow[] = sensorIdents.map((sensorIdent, i) => ({
+    // until their batch commits, so they are made at their exact size, and without temporaries
+    // when every sensor appears once (nearly always; a values object cannot repeat one).
+    const reading = (sensorIdent: string, value: number | null, quality: Quality | null): ReadingRow => ({
       gatewayIdent: gateway,
       dataloggerIdent: datalogger,
       sensorIdent,
       ts: data.ts,
-      value: picked[i]!.value,
-      quality: picked[i]!.quality,
+      value,
+      quality,
+    });
+    let readings: ReadingRow[];
+    if (data.values) {
+      const values = data.values;
+      readings = Object.keys(values).map((sensor) => reading(sensor, values[sensor]!, null));
+    } else if (eachOnce(data.readings!)) {
+      readings = data.readings!.map((r) => reading(r.sensor, r.value, r.quality ?? null));
+    } else {
+      const last = new Map<string, Reading>();
+      for (const r of data.readings!) last.set(r.sensor, r);
+      readings = [...last].map(([sensor, r]) => reading(sensor, r.value, r.quality ?? null));
+    }
+    // Ident only: a sensor never seen before is created; kind and unit come with the next info.
+    const sensors: SensorRow[] = readings.map((r) => ({
+      gatewayIdent: gateway,
+      dataloggerIdent: datalogger,
+      ident: r.sensorIdent,
     }));
     return {
       ok: true,

@@ -20,3 +20,8 @@ export const QUALITY_CODES = { good: 1, suspect: 2, bad: 3 } as const;
 export function arrayLiteral(values: readonly (string | number | null)[]): string {
   return `{${values.map((v) => (v === null ? 'NULL' : v)).join(',')}}`;
 }
+
+/** `arrayLiteral` of finite numbers with NaN for NULL (ReadingColumns.values). */
+export function floatArrayLiteral(values: readonly number[]): string {
+  return `{${values.map((v) => (Number.isNaN(v) ? 'NULL' : v)).join(',')}}`;
+}

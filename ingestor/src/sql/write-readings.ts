@@ -1,6 +1,6 @@
 import type { TransactionSql } from 'postgres';
 import type { Quality } from '../parsers/types.ts';
-import { QUALITY_CODES, arrayLiteral } from './arrays.ts';
+import { QUALITY_CODES, arrayLiteral, floatArrayLiteral } from './arrays.ts';
 
 /**
  * Readings of a batch as columns (one entry per reading): no object per reading, and each column
@@ -10,7 +10,11 @@ import { QUALITY_CODES, arrayLiteral } from './arrays.ts';
 export interface ReadingColumns {
   sensorIds: string[];
   ts: number[];
-  values: (number | null)[];
+  /**
+   * NaN for NULL (a sensor fault): values are finite otherwise, and an array of numbers only keeps
+   * them unboxed (a null among them makes V8 box every value).
+   */
+  values: number[];
   /** QUALITY_CODES, or null. */
   qualities: (number | null)[];
 }
@@ -37,7 +41,7 @@ export async function insertReadings(tx: TransactionSql, rows: ReadingColumns): 
   if (rows.sensorIds.length === 0) return 0;
   const ids = arrayLiteral(rows.sensorIds);
   const ts = arrayLiteral(rows.ts);
-  const values = arrayLiteral(rows.values);
+  const values = floatArrayLiteral(rows.values);
   const qualities = arrayLiteral(rows.qualities);
   const insert = (sql: TransactionSql, onConflict: boolean) => sql`
     insert into sensor_reading (sensor_id, ts, value, quality)
@@ -72,7 +76,7 @@ export async function updateLatestValues(tx: TransactionSql, rows: ReadingColumn
                                  then now() else s.presence_changed_at end
     from (select id, ${tx.unsafe(TS_SQL)} as ts, value, q from unnest(
       ${arrayLiteral(rows.sensorIds)}::bigint[], ${arrayLiteral(rows.ts)}::int8[],
-      ${arrayLiteral(rows.values)}::float8[], ${arrayLiteral(rows.qualities)}::int2[]) as u (id, ms, value, q)) as v
+      ${floatArrayLiteral(rows.values)}::float8[], ${arrayLiteral(rows.qualities)}::int2[]) as u (id, ms, value, q)) as v
     where s.id = v.id
     returning s.id::text as id`;
   return new Set(result.map((r) => r.id));
