@@ -12,6 +12,7 @@ import type { ParsingLogUpsert } from './sql/write-logs.ts';
 import { heldBytes } from './message-pipeline.ts';
 import {
   StaleSensorCacheError,
+  newSensorIdCache,
   prepareBatch,
   writeBatch,
   writePrepared,
@@ -104,7 +105,7 @@ export class BatchWriter {
    * Replaced, never cleared: a write in flight keeps the map it started with, and learns that an id
    * in it went stale from its own statements (StaleSensorCacheError).
    */
-  private sensorIds: SensorIdCache = new Map();
+  private sensorIds: SensorIdCache = newSensorIdCache();
   /** Totals since start, for metrics and the benchmark. */
   readonly totals = { messages: 0, readings: 0, inserted: 0, batches: 0, retries: 0 };
 
@@ -387,7 +388,7 @@ export class BatchWriter {
       // writeBatch caches the ids of the sensors it created; rolled back, they do not exist. Kept,
       // every later write naming them would fail (one by one: each good message logged as refused).
       // Also what a StaleSensorCacheError asks for.
-      if (this.sensorIds === sensorIds) this.sensorIds = new Map();
+      if (this.sensorIds === sensorIds) this.sensorIds = newSensorIdCache();
       throw err;
     }
     this.metrics.batchCommitted(messages, (performance.now() - started) / 1000);

@@ -23,23 +23,39 @@ import {
   type ReadingColumns,
 } from './sql/write-readings.ts';
 
-/** A cached sensor id no longer exists (deleted since it was cached); the batch is retried without the cache. */
+/** A cached device id no longer exists (deleted since it was cached); the batch is retried without the cache. */
 export class StaleSensorCacheError extends Error {
   override name = 'StaleSensorCacheError';
 }
 
 /**
- * Sensor ids by datalogger id, then ident: data messages only need ids, not an upsert per
- * message. Nested rather than keyed by `<datalogger>/<ident>`, so a reading is resolved without
- * building a key string.
+ * Device ids the writer has seen, so that a batch of known devices sends its statements without
+ * waiting for one's ids before the next (writePrepared). Sensors by datalogger id, then ident:
+ * nested rather than keyed by `<datalogger>/<ident>`, so a reading is resolved without building a
+ * key string.
  */
-export type SensorIdCache = Map<string, Map<string, string>>;
+export interface SensorIdCache {
+  /** By `<site>/<ident>` (PreparedBatch.gateways' keys). */
+  gateways: Map<string, string>;
+  /** By `<site>/<gateway ident>/<ident>` (PreparedBatch.dataloggers' keys). */
+  dataloggers: Map<string, string>;
+  sensors: Map<string, Map<string, string>>;
+}
+
+export const newSensorIdCache = (): SensorIdCache => ({
+  gateways: new Map(),
+  dataloggers: new Map(),
+  sensors: new Map(),
+});
 
 export interface BatchStats {
   messages: number;
   readings: number;
   inserted: number;
 }
+
+/** SQLSTATE foreign_key_violation. */
+const FOREIGN_KEY_VIOLATION = '23503';
 
 /** Archive rows per batch at most; a flood of unmatched traffic must not swamp the database. */
 const ARCHIVE_LIMIT_PER_BATCH = 1_000;
@@ -258,12 +274,21 @@ export function writeBatch(
   return writePrepared(tx, prepareBatch(batch), sensorIds);
 }
 
-/** writeBatch's statements, for a batch prepared beforehand. */
+/**
+ * writeBatch's statements, for a batch prepared beforehand. Devices first, in key order (so that
+ * concurrent writers lock shared rows in one order), then the latest values, the readings, the
+ * logs. When every device is cached, the statements that do not depend on each other's results go
+ * out together (one round trip instead of one each); the ids the upserts return are checked
+ * against the cache, and a stale one retries the batch without it.
+ */
 export async function writePrepared(
   tx: TransactionSql,
   batch: PreparedBatch,
-  sensorIds: SensorIdCache,
+  cache: SensorIdCache,
 ): Promise<BatchStats> {
+  const known = fromCache(batch, cache);
+  if (known) return writeKnown(tx, batch, cache, known);
+
   const gatewayIds = await upsertGateways(tx, byKey(batch.gateways));
   const dataloggerRows = new Map<string, DataloggerUpsert>();
   for (const [key, d] of batch.dataloggers)
@@ -273,9 +298,11 @@ export async function writePrepared(
   // Sensors: upsert the ones not cached yet and the ones whose catalogue details arrived.
   const sensorsToUpsert = new Map<string, SensorUpsert>();
   const resolved: { dataloggerId: string; sensor: PreparedSensor }[] = [];
+  const dataloggerIdOf = new Map<string, string>();
   for (const [key, d] of batch.dataloggers) {
     const dataloggerId = dataloggerIds.get(`${dataloggerRows.get(key)!.gatewayId}/${d.row.ident}`)!;
-    const cached = sensorIds.get(dataloggerId);
+    dataloggerIdOf.set(key, dataloggerId);
+    const cached = cache.sensors.get(dataloggerId);
     for (const s of d.sensors.values()) {
       if (s.readings) resolved.push({ dataloggerId, sensor: s });
       if (!s.listed || (!s.hasDetails && cached?.has(s.ident))) continue;
@@ -290,10 +317,10 @@ export async function writePrepared(
     }
   }
   for (const row of await upsertSensors(tx, byKey(sensorsToUpsert))) {
-    let ofDatalogger = sensorIds.get(row.dataloggerId);
+    let ofDatalogger = cache.sensors.get(row.dataloggerId);
     if (!ofDatalogger) {
       ofDatalogger = new Map<string, string>();
-      sensorIds.set(row.dataloggerId, ofDatalogger);
+      cache.sensors.set(row.dataloggerId, ofDatalogger);
     }
     ofDatalogger.set(row.ident, row.id);
   }
@@ -301,13 +328,34 @@ export async function writePrepared(
   // Each sensor's id into its readings' places in the columns, and its newest reading.
   const readings = batch.readings;
   readings.sensorIds = new Array<string>(readings.ts.length);
-  const latest: { sensorId: string; at: number }[] = [];
+  const latest: Latest[] = [];
   for (const { dataloggerId, sensor } of resolved) {
-    const sensorId = sensorIds.get(dataloggerId)?.get(sensor.ident);
+    const sensorId = cache.sensors.get(dataloggerId)?.get(sensor.ident);
     if (!sensorId) throw new Error(`parser output names sensor "${sensor.ident}" without listing it`);
     for (const at of sensor.readings!.at) readings.sensorIds[at] = sensorId;
     latest.push({ sensorId, at: sensor.readings!.newest });
   }
+  const newest = newestColumns(readings, latest);
+  const existing = await updateLatestValues(tx, newest);
+  if (existing.size !== newest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
+  const inserted = await insertReadings(tx, readings);
+
+  await upsertParsingLog(tx, batch.failures);
+  await insertArchive(tx, batch.archive);
+  // Cached once written (a rolled-back batch's ids are dropped with the whole cache: batch-writer.ts).
+  for (const [key, id] of gatewayIds) cache.gateways.set(key, id);
+  for (const [key, id] of dataloggerIdOf) cache.dataloggers.set(key, id);
+  return { messages: batch.messages, readings: readings.ts.length, inserted };
+}
+
+interface Latest {
+  sensorId: string;
+  /** Its newest reading's place in the columns. */
+  at: number;
+}
+
+/** The newest reading of each sensor, in ascending sensor id order (the order rows are locked in). */
+function newestColumns(readings: ReadingColumns, latest: Latest[]): ReadingColumns {
   latest.sort((a, b) => byId(a.sensorId, b.sensorId));
   const newest = emptyReadingColumns();
   for (const { sensorId, at } of latest) {
@@ -316,13 +364,63 @@ export async function writePrepared(
     newest.values.push(readings.values[at]!);
     newest.qualities.push(readings.qualities[at]!);
   }
-  const existing = await updateLatestValues(tx, newest);
-  if (existing.size !== newest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
-  const inserted = await insertReadings(tx, readings);
+  return newest;
+}
 
-  await upsertParsingLog(tx, batch.failures);
-  await insertArchive(tx, batch.archive);
-  return { messages: batch.messages, readings: readings.ts.length, inserted };
+/**
+ * The batch's readings resolved from the cache alone, or undefined when a device is not cached or
+ * a sensor brings catalogue details (which need its upsert).
+ */
+function fromCache(batch: PreparedBatch, cache: SensorIdCache): Latest[] | undefined {
+  for (const key of batch.gateways.keys()) if (!cache.gateways.has(key)) return undefined;
+  const latest: Latest[] = [];
+  const ids = new Array<string>(batch.readings.ts.length);
+  for (const [key, d] of batch.dataloggers) {
+    const dataloggerId = cache.dataloggers.get(key);
+    if (dataloggerId === undefined) return undefined;
+    const sensors = cache.sensors.get(dataloggerId);
+    for (const s of d.sensors.values()) {
+      if (s.listed && s.hasDetails) return undefined;
+      const sensorId = sensors?.get(s.ident);
+      if (sensorId === undefined) return undefined;
+      if (!s.readings) continue;
+      for (const at of s.readings.at) ids[at] = sensorId;
+      latest.push({ sensorId, at: s.readings.newest });
+    }
+  }
+  batch.readings.sensorIds = ids;
+  return latest;
+}
+
+async function writeKnown(
+  tx: TransactionSql,
+  batch: PreparedBatch,
+  cache: SensorIdCache,
+  latest: Latest[],
+): Promise<BatchStats> {
+  const dataloggerRows = new Map<string, DataloggerUpsert>();
+  for (const [key, d] of batch.dataloggers)
+    dataloggerRows.set(key, { ...d.row, gatewayId: cache.gateways.get(d.gatewayKey)! });
+  const newest = newestColumns(batch.readings, latest);
+  // Sent together, executed in this order: the lock order of the other path. A cached gateway
+  // deleted meanwhile fails the datalogger's foreign key: stale too.
+  const [gatewayIds, dataloggerIds, existing] = await Promise.all([
+    upsertGateways(tx, byKey(batch.gateways)),
+    upsertDataloggers(tx, byKey(dataloggerRows)),
+    updateLatestValues(tx, newest),
+  ]).catch((err: unknown) => {
+    if ((err as { code?: unknown }).code === FOREIGN_KEY_VIOLATION) throw new StaleSensorCacheError('a cached gateway');
+    throw err;
+  });
+  for (const [key, id] of gatewayIds)
+    if (cache.gateways.get(key) !== id) throw new StaleSensorCacheError(`gateway ${key}`);
+  for (const [key, d] of dataloggerRows)
+    if (dataloggerIds.get(`${d.gatewayId}/${d.ident}`) !== cache.dataloggers.get(key))
+      throw new StaleSensorCacheError(`datalogger ${key}`);
+  if (existing.size !== newest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
+  const inserted = await insertReadings(tx, batch.readings);
+  await Promise.all([upsertParsingLog(tx, batch.failures), insertArchive(tx, batch.archive)]);
+  return { messages: batch.messages, readings: batch.readings.ts.length, inserted };
 }
 
 /** Identical errors of a batch become one row with a count, and with the count per topic. */

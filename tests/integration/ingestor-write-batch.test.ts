@@ -2,7 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { processMessage, type ProcessedMessage } from '../../ingestor/src/message-pipeline.ts';
 import { defaultParserRegistry } from '../../ingestor/src/parsers/registry.ts';
 import { TopicMatcher } from '../../ingestor/src/topic-matcher.ts';
-import { StaleSensorCacheError, writeBatch, type SensorIdCache } from '../../ingestor/src/write-batch.ts';
+import {
+  StaleSensorCacheError,
+  newSensorIdCache,
+  writeBatch,
+  type SensorIdCache,
+} from '../../ingestor/src/write-batch.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { newConnection, newSite } from '../support/factories.ts';
 
@@ -52,7 +57,7 @@ const message = (datalogger: string, payload: unknown): ProcessedMessage =>
     { maxPayloadBytes: 262_144, archiveUnmatched: false },
   );
 
-const write = (batch: ProcessedMessage[], cache: SensorIdCache = new Map()) =>
+const write = (batch: ProcessedMessage[], cache: SensorIdCache = newSensorIdCache()) =>
   db.sql.begin((tx) => writeBatch(tx, batch, cache));
 
 async function stored(datalogger: string) {
@@ -111,10 +116,13 @@ describe('writeBatch', () => {
     expect(latest).toEqual({ value: 6, at: new Date('2026-11-26T10:00:02Z') });
   });
 
-  it('caches sensor ids per datalogger, and says so when a cached one was deleted', async () => {
-    const cache: SensorIdCache = new Map();
+  it('caches device ids, writes known devices from the cache, and says so when a cached one was deleted', async () => {
+    const cache = newSensorIdCache();
     await write([message('dl-c', { ts: '2026-11-26T10:00:00Z', values: { t: 1, rh: 2 } })], cache);
-    expect([...cache.values()].map((sensors) => [...sensors.keys()].sort())).toEqual([['rh', 't']]);
+    expect([...cache.sensors.values()].map((sensors) => [...sensors.keys()].sort())).toEqual([['rh', 't']]);
+    expect([...cache.dataloggers.keys()]).toEqual([`${ctx.siteId}/gw-1/dl-c`]);
+    // All known: written from the cache (the statements sent together).
+    await write([message('dl-c', { ts: '2026-11-26T10:00:00.500Z', values: { t: 1.5, rh: 2.5 } })], cache);
     await db.sql`delete from sensor where ident = 't' and datalogger_id in (select id from datalogger where ident = 'dl-c')`;
     await expect(
       write([message('dl-c', { ts: '2026-11-26T10:00:01Z', values: { t: 3, rh: 4 } })], cache),
@@ -123,8 +131,20 @@ describe('writeBatch', () => {
     await write([message('dl-c', { ts: '2026-11-26T10:00:01Z', values: { t: 3, rh: 4 } })]);
     expect(await stored('dl-c')).toEqual([
       { sensor: 'rh', ts: '10:00:00', value: 2, quality: null },
+      { sensor: 'rh', ts: '10:00:00', value: 2.5, quality: null },
       { sensor: 'rh', ts: '10:00:01', value: 4, quality: null },
       { sensor: 't', ts: '10:00:01', value: 3, quality: null },
     ]);
+  });
+
+  it('says a cached gateway deleted meanwhile is stale, from the cache path too', async () => {
+    const cache = newSensorIdCache();
+    await write([message('dl-d', { ts: '2026-11-26T10:00:00Z', values: { t: 1 } })], cache);
+    await db.sql`delete from gateway where site_id = ${ctx.siteId} and ident = 'gw-1'`;
+    await expect(
+      write([message('dl-d', { ts: '2026-11-26T10:00:01Z', values: { t: 2 } })], cache),
+    ).rejects.toBeInstanceOf(StaleSensorCacheError);
+    await write([message('dl-d', { ts: '2026-11-26T10:00:01Z', values: { t: 2 } })]);
+    expect(await stored('dl-d')).toEqual([{ sensor: 't', ts: '10:00:01', value: 2, quality: null }]);
   });
 });

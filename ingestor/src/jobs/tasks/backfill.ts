@@ -12,7 +12,7 @@ import {
   takeArchivedBatch,
 } from '../../sql/backfill.ts';
 import { TopicMatcher } from '../../topic-matcher.ts';
-import { writeBatch } from '../../write-batch.ts';
+import { newSensorIdCache, writeBatch } from '../../write-batch.ts';
 import { coerceError } from '../../errors.ts';
 import type { JobContext } from '../context.ts';
 
@@ -83,7 +83,7 @@ export function createBackfillTask(ctx: JobContext): Task {
             consumedIds.push(message.id);
           }
           // A fresh sensor-id cache per batch: nothing cached can have gone stale.
-          const stats = await writeBatch(tx, consumed, new Map());
+          const stats = await writeBatch(tx, consumed, newSensorIdCache());
           await recordBackfillBatch(tx, topicId, {
             consumedIds,
             cursorId: taken.messages.at(-1)!.id,
