@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { describe, expect, it } from 'vitest';
 import { envSchema as ingestorEnvSchema } from '../../ingestor/src/config.ts';
+import { INGESTOR_NODE_FLAGS } from '../../ingestor/src/heap-flags.ts';
 import {
   contextSourceOf,
   dashboardEnvSchemaKeys,
@@ -286,6 +287,22 @@ describe('the Dockerfiles', () => {
       const variable = /process\.env\.([A-Z_]+)/.exec(imageCheck.join(' '))![1]!;
       expect(stageEnv(dockerfile, final)[variable]).toBe(String(service.environment?.[variable]));
     }
+  });
+
+  it("run the ingestor with the heap limits of ingestor/src/heap-flags.ts, as the package's scripts and bin do", () => {
+    const service = services['ingestor']!;
+    const dockerfile = readDockerfile(service.build!.dockerfile!);
+    expect(stageEnv(dockerfile, stage(dockerfile, service.build?.target))['NODE_OPTIONS']).toBe(
+      INGESTOR_NODE_FLAGS.join(' '),
+    );
+    const flags = INGESTOR_NODE_FLAGS.join(' ');
+    const scripts = (file: string) =>
+      (JSON.parse(fs.readFileSync(repoPath(file), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts('package.json')['ingestor']).toBe(`node ${flags} ingestor/src/main.ts`);
+    expect(scripts('ingestor/package.json')['start']).toBe(`node ${flags} src/main.ts`);
+    expect(fs.readFileSync(repoPath('ingestor/src/main.ts'), 'utf8').split('\n')[0]).toBe(
+      `#!/usr/bin/env -S node ${flags}`,
+    );
   });
 
   it('leave out of the build context what the system writes, installs rebuild, and secrets', () => {

@@ -329,16 +329,20 @@ function healthcheckCommand(instruction: Instruction, file: string): string {
   return match[2]!;
 }
 
-/** ENV of a stage, earlier stages it starts from included (`NAME=value` pairs, no quoting). */
+/** ENV of a stage, earlier stages it starts from included (`NAME=value` pairs, `NAME="a b"` for spaces). */
 export function stageEnv(dockerfile: Dockerfile, s: Stage): Record<string, string> {
   const parent = dockerfile.stages.find((other) => other.name === s.from);
   const env = parent ? stageEnv(dockerfile, parent) : {};
   for (const instruction of s.instructions.filter((i) => i.keyword === 'ENV')) {
-    for (const pair of instruction.args.split(/\s+/)) {
-      const [name, value] = pair.split('=', 2);
-      if (value === undefined) throw new Error(`${dockerfile.file}:${instruction.line}: ENV NAME=value only`);
-      env[name!] = value;
+    // NAME=value pairs; a value with spaces in double quotes (no escapes inside).
+    const pair = /\s*([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|[^\s"]*)/y;
+    let end = 0;
+    for (let match = pair.exec(instruction.args); match; match = pair.exec(instruction.args)) {
+      env[match[1]!] = match[2]!.replace(/^"(.*)"$/, '$1');
+      end = pair.lastIndex;
     }
+    if (instruction.args.slice(end).trim() !== '')
+      throw new Error(`${dockerfile.file}:${instruction.line}: ENV NAME=value only`);
   }
   return env;
 }
