@@ -39,8 +39,6 @@ const DEFERRED_ACK = new Error('PUBACK deferred until the rows are committed');
 /** How long a stopping session waits for MQTT.js to end cleanly before closing the socket. */
 const STOP_GRACE_MS = 1_000;
 
-type PubackSender = { _sendPacket(packet: { cmd: 'puback'; messageId: number }, cb?: () => void): void };
-
 interface AckTicket {
   messageId: number;
   state: 'pending' | 'committed' | 'failed';
@@ -438,16 +436,39 @@ export class BrokerSession {
       });
       return;
     }
-    const sender = this.client as unknown as PubackSender;
+    const from = this.ackHead;
+    let committed = 0;
     while (this.ackHead < this.acks.length && this.acks[this.ackHead]!.state !== 'pending') {
-      const ticket = this.acks[this.ackHead++]!;
-      if (ticket.state === 'committed') sender._sendPacket({ cmd: 'puback', messageId: ticket.messageId });
+      if (this.acks[this.ackHead++]!.state === 'committed') committed += 1;
     }
+    if (committed > 0) this.writePubacks(from, this.ackHead, committed);
     // Drop the acknowledged prefix now and then, not on every ack.
     if (this.ackHead > 1024 && this.ackHead * 2 > this.acks.length) {
       this.acks = this.acks.slice(this.ackHead);
       this.ackHead = 0;
     }
+  }
+
+  /**
+   * The PUBACKs of acks[from, to) that committed, as one write to the socket: a batch's commit
+   * releases thousands at once, and MQTT.js would build, cork and write each packet in pieces of
+   * its own (about 5 % of the ingestor's CPU at full rate). A PUBACK with reason Success and no
+   * properties is the same 4 bytes in MQTT 3.1.1 and 5 (§3.4): type 4, remaining length 2, the id.
+   */
+  private writePubacks(from: number, to: number, committed: number): void {
+    const stream = this.client?.stream;
+    if (!stream || stream.destroyed || !stream.writable) return;
+    const packets = Buffer.allocUnsafe(committed * 4);
+    let at = 0;
+    for (let i = from; i < to; i++) {
+      const ticket = this.acks[i]!;
+      if (ticket.state !== 'committed') continue;
+      packets[at] = 0x40;
+      packets[at + 1] = 2;
+      packets.writeUInt16BE(ticket.messageId, at + 2);
+      at += 4;
+    }
+    stream.write(packets);
   }
 
   private report(

@@ -136,14 +136,14 @@ function printWrites(stats: Awaited<ReturnType<BenchIngestor['writeStats']>>, s:
   );
 }
 
-/** Samples `probe` every 200 ms until stopped; the peak of each figure. */
+/** Samples `probe` every second until stopped (a scrape costs the ingestor a few ms); the peak of each figure. */
 function samplePeaks(probe: () => Promise<Record<string, number> | undefined>) {
   const peaks: Record<string, number> = {};
   let running = true;
   const loop = (async () => {
     while (running) {
       for (const [k, v] of Object.entries((await probe()) ?? {})) if (!(v <= (peaks[k] ?? -1))) peaks[k] = v;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
     }
   })();
   return {
