@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=16 --max-old-space-size=256
+#!/usr/bin/env -S node --max-semi-space-size=8 --max-old-space-size=256
 import { ConfigError, loadIngestorConfig } from './config.ts';
 import { startErrorReporting } from './error-reporting.ts';
 import { coerceError } from './errors.ts';

@@ -24,7 +24,9 @@
  *   BENCH_SNAPSHOT_AT_MS  with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2: a heap snapshot that
  *                         long into each throughput run;
  *   BENCH_INGESTOR_STDOUT a file for its stdout (e.g. with --trace-gc);
- *   BENCH_PGLOG           a file for Postgres' log, with statements over 30 ms and lock waits over 20 ms.
+ *   BENCH_PGLOG           a file for Postgres' log, with statements over 30 ms and lock waits over 20 ms;
+ *   BENCH_PGSTAT=1        Postgres' statements by total execution time after each throughput run
+ *                         (pg_stat_statements, nested statements of triggers and functions included).
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -193,6 +195,7 @@ async function throughput(sql: Sql, url: string, mosquitto: RunningMosquitto, qo
     await assertStoredOnce(sql, site.id, N * READINGS_PER_MESSAGE);
 
     const rate = N / seconds;
+    const statements = process.env['BENCH_PGSTAT'] ? await topStatements(sql) : [];
     console.log(`QoS ${qos}:`);
     console.log(`  bare MQTT.js subscriber  ${raw.toFixed(0).padStart(8)} msg/s`);
     console.log(
@@ -205,10 +208,21 @@ async function throughput(sql: Sql, url: string, mosquitto: RunningMosquitto, qo
     printWrites(writes, seconds);
     console.log(`  CPU (cores)              ${cores}`);
     console.log(`  memory                   ${formatPeaks(memory)}\n`);
+    for (const line of statements) console.log(`    ${line}`);
   } finally {
     await ingestor.stop();
     await sql`update mqtt_connection set is_active = false where id = ${site.connectionId}`;
   }
+}
+
+/** pg_stat_statements' heaviest statements since the last call (BENCH_PGSTAT), then a reset. */
+async function topStatements(sql: Sql): Promise<string[]> {
+  await sql`create extension if not exists pg_stat_statements`;
+  const rows = await sql<{ ms: number; calls: number; query: string }[]>`
+    select total_exec_time::float8 as ms, calls::int, regexp_replace(query, '\\s+', ' ', 'g') as query
+    from pg_stat_statements order by total_exec_time desc limit 12`;
+  await sql`select pg_stat_statements_reset()`;
+  return rows.map((r) => `${r.ms.toFixed(0).padStart(7)} ms ${String(r.calls).padStart(6)}× ${r.query.slice(0, 110)}`);
 }
 
 /**
@@ -268,6 +282,10 @@ async function startPostgres(dataDir: string): Promise<RunningPostgres> {
   const first = await startEmbeddedPostgres(options);
   const admin = postgres(first.urlFor('postgres'), { max: 1, onnotice: () => undefined });
   await admin`alter system set track_commit_timestamp = on`;
+  if (process.env['BENCH_PGSTAT']) {
+    await admin`alter system set shared_preload_libraries = 'pg_stat_statements'`;
+    await admin`alter system set pg_stat_statements.track = 'all'`;
+  }
   if (logFile) {
     await admin`alter system set log_min_duration_statement = 30`;
     await admin`alter system set log_lock_waits = on`;
