@@ -218,6 +218,65 @@ describe('site change broadcasts', () => {
     expect(await messagesOf(db.sql, site.id)).toHaveLength(sent);
   });
 
+  it('records a device when any one shown column changes: the generated update triggers follow private.shown_columns', async () => {
+    const site = await newSite(db.sql);
+    const tree = await newDeviceTree(db.sql, site.id);
+    const [spare] = await db.sql<{ gatewayId: string; dataloggerId: string }[]>`
+      with g as (insert into gateway (site_id, ident) values (${site.id}, 'gw-spare') returning id)
+      insert into datalogger (site_id, gateway_id, ident) select ${site.id}, g.id, 'dl-spare' from g
+      returning gateway_id::text as "gatewayId", id::text as "dataloggerId"`;
+    // One change per shown column but id and site_id (a move: the next test), each to a new value.
+    const changes: Record<string, Record<string, string>> = {
+      gateway: {
+        ident: `ident || '-2'`,
+        name: `coalesce(name, '') || 'x'`,
+        online: `not coalesce(online, false)`,
+        firmware: `coalesce(firmware, '') || 'x'`,
+        rssi_dbm: `coalesce(rssi_dbm, 0) - 1`,
+        last_seen_at: `last_seen_at + interval '1 second'`,
+        presence: `case presence when 'online' then 'offline' else 'online' end`,
+      },
+      datalogger: {
+        gateway_id: spare!.gatewayId,
+        ident: `ident || '-2'`,
+        name: `coalesce(name, '') || 'x'`,
+        model: `coalesce(model, '') || 'x'`,
+        interval_s: `coalesce(interval_s, 0) + 1`,
+        last_seen_at: `last_seen_at + interval '1 second'`,
+        presence: `case presence when 'online' then 'offline' else 'online' end`,
+      },
+      sensor: {
+        datalogger_id: spare!.dataloggerId,
+        ident: `ident || '-2'`,
+        name: `coalesce(name, '') || 'x'`,
+        kind: `coalesce(kind, '') || 'x'`,
+        unit: `coalesce(unit, '') || 'x'`,
+        last_value: `coalesce(last_value, 0) + 1`,
+        last_value_at: `coalesce(last_value_at, now()) + interval '1 second'`,
+        last_quality: `case last_quality when 'good' then 'bad' else 'good' end`,
+        presence: `case presence when 'online' then 'offline' else 'online' end`,
+      },
+    };
+    const ids: Record<string, string> = {
+      gateway: tree.gatewayId,
+      datalogger: tree.dataloggerId,
+      sensor: tree.sensorId,
+    };
+    for (const [table, byColumn] of Object.entries(changes)) {
+      const [{ shown }] = await db.sql<[{ shown: string[] }]>`select private.shown_columns(${table}) as shown`;
+      expect(Object.keys(byColumn).sort(), `${table}: a change for each shown column`).toEqual(
+        shown.filter((c) => c !== 'id' && c !== 'site_id').sort(),
+      );
+      for (const [column, value] of Object.entries(byColumn)) {
+        await db.sql`delete from private.site_change_outbox where site_id = ${site.id}`;
+        await db.sql.unsafe(`update public.${table} set ${column} = ${value} where id = $1`, [ids[table]!]);
+        const recorded = await db.sql`
+          select 1 from private.site_change_outbox where site_id = ${site.id} and entity = ${table} and entity_id = ${ids[table]!}`;
+        expect(recorded, `${table}.${column}`).toHaveLength(1);
+      }
+    }
+  });
+
   it('sends a deleted device, and a device moved to another site, as removed', async () => {
     const site = await newSite(db.sql);
     const other = await newSite(db.sql);
