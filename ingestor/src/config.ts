@@ -38,9 +38,11 @@ export const envSchema = z.object({
   /**
    * Bytes those messages may take, at most, before the ingestor stops reading from brokers: what
    * bounds its memory (a message holds ~1.7 KB with 4 readings, ~9 KB with 50; see heldBytes in
-   * message-pipeline.ts). The default holds two batches of 5,000 such messages being written.
+   * message-pipeline.ts). The default holds ~7,600 such messages: two batches of ~3,800 being
+   * written. 16 MiB drained no faster and peaked at ~200 MB of resident memory instead of ~190
+   * (README, Benchmark).
    */
-  BFG_MAX_PENDING_BYTES: count(16 * 1024 * 1024),
+  BFG_MAX_PENDING_BYTES: count(12 * 1024 * 1024),
   /** How often discovered-topic aggregates are written. */
   BFG_DISCOVERY_FLUSH_MS: ms(2_000),
   /** Distinct topics held between discovery writes; more triggers an early write. */
