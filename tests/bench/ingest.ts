@@ -25,7 +25,7 @@
  *                         long into each throughput run;
  *   BENCH_INGESTOR_STDOUT a file for its stdout (e.g. with --trace-gc);
  *   BENCH_PGLOG           a file for Postgres' log, with statements over 30 ms and lock waits over 20 ms;
- *   BENCH_PGSTAT=1        Postgres' statements by total execution time after each throughput run
+ *   BENCH_PGSTAT=1        Postgres' statements by total execution time after each throughput run and after the latency runs
  *                         (pg_stat_statements, nested statements of triggers and functions included).
  */
 import { randomBytes } from 'node:crypto';
@@ -316,6 +316,7 @@ async function main(): Promise<void> {
     if (MODES.has('throughput')) for (const qos of QOS_LEVELS) await throughput(sql, url, mosquitto, qos);
     if (MODES.has('latency')) {
       const site = await createSite(sql, 'latency', mosquitto.port, 1);
+      if (process.env['BENCH_PGSTAT']) await topStatements(sql);
       await measureLatency({
         sql,
         databaseUrl: url,
@@ -326,6 +327,7 @@ async function main(): Promise<void> {
         start: () => startBenchIngestor(url),
         waitSubscribed: () => waitSubscribed(sql, site.connectionId),
       });
+      if (process.env['BENCH_PGSTAT']) console.log(`\n${(await topStatements(sql)).join('\n')}\n`);
     }
     if (MODES.has('drain')) await drain(sql, url, mosquitto);
   } finally {
