@@ -40,13 +40,47 @@ export interface SensorIdCache {
   /** By `<site>/<gateway ident>/<ident>` (PreparedBatch.dataloggers' keys). */
   dataloggers: Map<string, string>;
   sensors: Map<string, Map<string, string>>;
+  /**
+   * The `last_seen_at` (epoch ms) this writer last wrote for a gateway or datalogger, by the keys
+   * above: see LAST_SEEN_RESOLUTION_MS.
+   */
+  lastSeenWritten: Map<string, number>;
 }
 
 export const newSensorIdCache = (): SensorIdCache => ({
   gateways: new Map(),
   dataloggers: new Map(),
   sensors: new Map(),
+  lastSeenWritten: new Map(),
 });
+
+/**
+ * A batch that only says a cached gateway or datalogger was seen again (a data message: no status,
+ * no info) leaves its row alone when this writer wrote a `last_seen_at` less than this much older.
+ * At a batch every few tens of milliseconds, every batch updated every device's row only to move
+ * `last_seen_at` — the row locks the next batch waits for, the change-outbox entries and the
+ * broadcast of each — for a time nobody reads to the millisecond: a device goes offline after
+ * 300 s (gateways) or 3 × its interval of at least 1 s (dataloggers), so one that went offline
+ * always has an older write and is brought back online by its next message.
+ */
+export const LAST_SEEN_RESOLUTION_MS = 1_000;
+
+/** The key lastSeenWritten holds a gateway's (`g<key>`) or datalogger's (`d<key>`) time under. */
+const gatewaySeenKey = (key: string) => `g${key}`;
+const dataloggerSeenKey = (key: string) => `d${key}`;
+
+/** Whether a seen-again row may skip its write (LAST_SEEN_RESOLUTION_MS). */
+function seenRecently(cache: SensorIdCache, seenKey: string, lastSeenAt: Date, carriesMore: boolean): boolean {
+  if (carriesMore) return false;
+  const written = cache.lastSeenWritten.get(seenKey);
+  return written !== undefined && lastSeenAt.getTime() - written < LAST_SEEN_RESOLUTION_MS;
+}
+
+/** Remembers the last_seen_at written for rows the statements just upserted (greatest wins, as in SQL). */
+function rememberSeen(cache: SensorIdCache, seenKey: string, lastSeenAt: Date): void {
+  const at = lastSeenAt.getTime();
+  if (at > (cache.lastSeenWritten.get(seenKey) ?? -Infinity)) cache.lastSeenWritten.set(seenKey, at);
+}
 
 export interface BatchStats {
   messages: number;
@@ -345,6 +379,8 @@ export async function writePrepared(
   // Cached once written (a rolled-back batch's ids are dropped with the whole cache: batch-writer.ts).
   for (const [key, id] of gatewayIds) cache.gateways.set(key, id);
   for (const [key, id] of dataloggerIdOf) cache.dataloggers.set(key, id);
+  for (const [key, g] of batch.gateways) rememberSeen(cache, gatewaySeenKey(key), g.lastSeenAt);
+  for (const [key, d] of batch.dataloggers) rememberSeen(cache, dataloggerSeenKey(key), d.row.lastSeenAt);
   return { messages: batch.messages, readings: readings.ts.length, inserted };
 }
 
@@ -398,14 +434,19 @@ async function writeKnown(
   cache: SensorIdCache,
   latest: Latest[],
 ): Promise<BatchStats> {
+  // Only the devices with something to write (LAST_SEEN_RESOLUTION_MS).
+  const gatewayRows = new Map<string, GatewayUpsert>();
+  for (const [key, g] of batch.gateways)
+    if (!seenRecently(cache, gatewaySeenKey(key), g.lastSeenAt, g.statusAt !== null)) gatewayRows.set(key, g);
   const dataloggerRows = new Map<string, DataloggerUpsert>();
   for (const [key, d] of batch.dataloggers)
-    dataloggerRows.set(key, { ...d.row, gatewayId: cache.gateways.get(d.gatewayKey)! });
+    if (!seenRecently(cache, dataloggerSeenKey(key), d.row.lastSeenAt, d.row.infoAt !== null))
+      dataloggerRows.set(key, { ...d.row, gatewayId: cache.gateways.get(d.gatewayKey)! });
   const newest = newestColumns(batch.readings, latest);
   // Sent together, executed in this order: the lock order of the other path. A cached gateway
   // deleted meanwhile fails the datalogger's foreign key: stale too.
   const [gatewayIds, dataloggerIds, existing] = await Promise.all([
-    upsertGateways(tx, byKey(batch.gateways)),
+    upsertGateways(tx, byKey(gatewayRows)),
     upsertDataloggers(tx, byKey(dataloggerRows)),
     updateLatestValues(tx, newest),
   ]).catch((err: unknown) => {
@@ -420,6 +461,8 @@ async function writeKnown(
   if (existing.size !== newest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
   const inserted = await insertReadings(tx, batch.readings);
   await Promise.all([upsertParsingLog(tx, batch.failures), insertArchive(tx, batch.archive)]);
+  for (const [key, g] of gatewayRows) rememberSeen(cache, gatewaySeenKey(key), g.lastSeenAt);
+  for (const [key, d] of dataloggerRows) rememberSeen(cache, dataloggerSeenKey(key), d.lastSeenAt);
   return { messages: batch.messages, readings: batch.readings.ts.length, inserted };
 }
 

@@ -3,6 +3,7 @@ import { processMessage, type ProcessedMessage } from '../../ingestor/src/messag
 import { defaultParserRegistry } from '../../ingestor/src/parsers/registry.ts';
 import { TopicMatcher } from '../../ingestor/src/topic-matcher.ts';
 import {
+  LAST_SEEN_RESOLUTION_MS,
   StaleSensorCacheError,
   newSensorIdCache,
   writeBatch,
@@ -43,7 +44,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-const message = (datalogger: string, payload: unknown): ProcessedMessage =>
+const message = (datalogger: string, payload: unknown, receivedAt = new Date()): ProcessedMessage =>
   processMessage(
     ctx,
     {
@@ -51,7 +52,7 @@ const message = (datalogger: string, payload: unknown): ProcessedMessage =>
       payload: Buffer.from(JSON.stringify(payload)),
       qos: 1,
       retained: false,
-      receivedAt: new Date(),
+      receivedAt,
     },
     defaultParserRegistry,
     { maxPayloadBytes: 262_144, archiveUnmatched: false },
@@ -114,6 +115,42 @@ describe('writeBatch', () => {
       select s.last_value as value, s.last_value_at as at from sensor s join datalogger d on d.id = s.datalogger_id
       where d.ident = 'dl-b' and d.site_id = ${ctx.siteId}`;
     expect(latest).toEqual({ value: 6, at: new Date('2026-11-26T10:00:02Z') });
+  });
+
+  it("moves a seen-again device's last_seen_at at most once per LAST_SEEN_RESOLUTION_MS, its readings and latest values every batch", async () => {
+    const cache = newSensorIdCache();
+    // Later than what the other tests wrote into the gateway they share (last_seen_at only grows).
+    const t0 = Math.ceil(Date.now() / 1000) * 1000 + 60_000;
+    const data = (seconds: number, value: number, receivedMs: number) =>
+      message(
+        'dl-seen',
+        { ts: new Date(t0 + seconds * 1000).toISOString(), values: { t: value } },
+        new Date(receivedMs),
+      );
+    const seen = async () => {
+      const [row] = await db.sql<{ gateway: Date; datalogger: Date; value: number }[]>`
+        select g.last_seen_at as gateway, d.last_seen_at as datalogger, s.last_value as value
+        from datalogger d join gateway g on g.id = d.gateway_id join sensor s on s.datalogger_id = d.id
+        where d.ident = 'dl-seen' and d.site_id = ${ctx.siteId}`;
+      return { gateway: row!.gateway.getTime(), datalogger: row!.datalogger.getTime(), value: row!.value };
+    };
+    await write([data(0, 1, t0)], cache);
+    expect(await seen()).toEqual({ gateway: t0, datalogger: t0, value: 1 });
+    // Within the resolution: the reading and the latest value, not the devices' rows.
+    const soon = t0 + LAST_SEEN_RESOLUTION_MS - 1;
+    await write([data(1, 2, soon)], cache);
+    expect(await seen()).toEqual({ gateway: t0, datalogger: t0, value: 2 });
+    // Past it, measured from the last write: both rows move.
+    const later = t0 + LAST_SEEN_RESOLUTION_MS;
+    await write([data(2, 3, later)], cache);
+    expect(await seen()).toEqual({ gateway: later, datalogger: later, value: 3 });
+    expect((await stored('dl-seen')).map((r) => r.value)).toEqual([1, 2, 3]);
+    // A device the staleness job (or an admin) set offline comes back with the next write of its row.
+    await db.sql`update datalogger set presence = 'offline' where ident = 'dl-seen' and site_id = ${ctx.siteId}`;
+    await write([data(3, 4, later + LAST_SEEN_RESOLUTION_MS)], cache);
+    const [back] = await db.sql<{ presence: string }[]>`
+      select presence from datalogger where ident = 'dl-seen' and site_id = ${ctx.siteId}`;
+    expect(back!.presence).toBe('online');
   });
 
   it('caches device ids, writes known devices from the cache, and says so when a cached one was deleted', async () => {
