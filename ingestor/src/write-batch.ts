@@ -41,17 +41,19 @@ export interface SensorIdCache {
   dataloggers: Map<string, string>;
   sensors: Map<string, Map<string, string>>;
   /**
-   * The `last_seen_at` (epoch ms) this writer last wrote for a gateway or datalogger, by the keys
-   * above: see LAST_SEEN_RESOLUTION_MS.
+   * The `last_seen_at` (epoch ms) this writer last wrote for each gateway and datalogger, by the
+   * keys above: see LAST_SEEN_RESOLUTION_MS.
    */
-  lastSeenWritten: Map<string, number>;
+  gatewaysSeen: Map<string, number>;
+  dataloggersSeen: Map<string, number>;
 }
 
 export const newSensorIdCache = (): SensorIdCache => ({
   gateways: new Map(),
   dataloggers: new Map(),
   sensors: new Map(),
-  lastSeenWritten: new Map(),
+  gatewaysSeen: new Map(),
+  dataloggersSeen: new Map(),
 });
 
 /**
@@ -65,21 +67,19 @@ export const newSensorIdCache = (): SensorIdCache => ({
  */
 export const LAST_SEEN_RESOLUTION_MS = 1_000;
 
-/** The key lastSeenWritten holds a gateway's (`g<key>`) or datalogger's (`d<key>`) time under. */
-const gatewaySeenKey = (key: string) => `g${key}`;
-const dataloggerSeenKey = (key: string) => `d${key}`;
-
 /** Whether a seen-again row may skip its write (LAST_SEEN_RESOLUTION_MS). */
-function seenRecently(cache: SensorIdCache, seenKey: string, lastSeenAt: Date, carriesMore: boolean): boolean {
+function seenRecently(seen: Map<string, number>, key: string, lastSeenAt: Date, carriesMore: boolean): boolean {
   if (carriesMore) return false;
-  const written = cache.lastSeenWritten.get(seenKey);
+  const written = seen.get(key);
   return written !== undefined && lastSeenAt.getTime() - written < LAST_SEEN_RESOLUTION_MS;
 }
 
-/** Remembers the last_seen_at written for rows the statements just upserted (greatest wins, as in SQL). */
-function rememberSeen(cache: SensorIdCache, seenKey: string, lastSeenAt: Date): void {
-  const at = lastSeenAt.getTime();
-  if (at > (cache.lastSeenWritten.get(seenKey) ?? -Infinity)) cache.lastSeenWritten.set(seenKey, at);
+/** Remembers the last_seen_at of the rows the statements just upserted (greatest wins, as in SQL). */
+function rememberSeen(seen: Map<string, number>, rows: Map<string, { lastSeenAt: Date }>): void {
+  for (const [key, { lastSeenAt }] of rows) {
+    const at = lastSeenAt.getTime();
+    if (at > (seen.get(key) ?? -Infinity)) seen.set(key, at);
+  }
 }
 
 export interface BatchStats {
@@ -379,8 +379,8 @@ export async function writePrepared(
   // Cached once written (a rolled-back batch's ids are dropped with the whole cache: batch-writer.ts).
   for (const [key, id] of gatewayIds) cache.gateways.set(key, id);
   for (const [key, id] of dataloggerIdOf) cache.dataloggers.set(key, id);
-  for (const [key, g] of batch.gateways) rememberSeen(cache, gatewaySeenKey(key), g.lastSeenAt);
-  for (const [key, d] of batch.dataloggers) rememberSeen(cache, dataloggerSeenKey(key), d.row.lastSeenAt);
+  rememberSeen(cache.gatewaysSeen, batch.gateways);
+  rememberSeen(cache.dataloggersSeen, dataloggerRows);
   return { messages: batch.messages, readings: readings.ts.length, inserted };
 }
 
@@ -437,14 +437,15 @@ async function writeKnown(
   // Only the devices with something to write (LAST_SEEN_RESOLUTION_MS).
   const gatewayRows = new Map<string, GatewayUpsert>();
   for (const [key, g] of batch.gateways)
-    if (!seenRecently(cache, gatewaySeenKey(key), g.lastSeenAt, g.statusAt !== null)) gatewayRows.set(key, g);
+    if (!seenRecently(cache.gatewaysSeen, key, g.lastSeenAt, g.statusAt !== null)) gatewayRows.set(key, g);
   const dataloggerRows = new Map<string, DataloggerUpsert>();
   for (const [key, d] of batch.dataloggers)
-    if (!seenRecently(cache, dataloggerSeenKey(key), d.row.lastSeenAt, d.row.infoAt !== null))
+    if (!seenRecently(cache.dataloggersSeen, key, d.row.lastSeenAt, d.row.infoAt !== null))
       dataloggerRows.set(key, { ...d.row, gatewayId: cache.gateways.get(d.gatewayKey)! });
   const newest = newestColumns(batch.readings, latest);
   // Sent together, executed in this order: the lock order of the other path. A cached gateway
-  // deleted meanwhile fails the datalogger's foreign key: stale too.
+  // deleted meanwhile fails the datalogger's foreign key: stale too; with both rows skipped, its
+  // sensors (deleted with it) are missing from the latest values' update.
   const [gatewayIds, dataloggerIds, existing] = await Promise.all([
     upsertGateways(tx, byKey(gatewayRows)),
     upsertDataloggers(tx, byKey(dataloggerRows)),
@@ -461,8 +462,8 @@ async function writeKnown(
   if (existing.size !== newest.sensorIds.length) throw new StaleSensorCacheError('a cached sensor id no longer exists');
   const inserted = await insertReadings(tx, batch.readings);
   await Promise.all([upsertParsingLog(tx, batch.failures), insertArchive(tx, batch.archive)]);
-  for (const [key, g] of gatewayRows) rememberSeen(cache, gatewaySeenKey(key), g.lastSeenAt);
-  for (const [key, d] of dataloggerRows) rememberSeen(cache, dataloggerSeenKey(key), d.lastSeenAt);
+  rememberSeen(cache.gatewaysSeen, gatewayRows);
+  rememberSeen(cache.dataloggersSeen, dataloggerRows);
   return { messages: batch.messages, readings: batch.readings.ts.length, inserted };
 }
 

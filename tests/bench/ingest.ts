@@ -316,6 +316,7 @@ async function main(): Promise<void> {
     if (MODES.has('throughput')) for (const qos of QOS_LEVELS) await throughput(sql, url, mosquitto, qos);
     if (MODES.has('latency')) {
       const site = await createSite(sql, 'latency', mosquitto.port, 1);
+      // Counted from here: the reset drops what the throughput runs left.
       if (process.env['BENCH_PGSTAT']) await topStatements(sql);
       await measureLatency({
         sql,

@@ -226,35 +226,35 @@ describe('site change broadcasts', () => {
       insert into datalogger (site_id, gateway_id, ident) select ${site.id}, g.id, 'dl-spare' from g
       returning gateway_id::text as "gatewayId", id::text as "dataloggerId"`;
     // One change per shown column but id and site_id (a move: the next test), each to a new value.
+    const text = (column: string) => `coalesce(${column}, '') || 'x'`;
+    const every = {
+      ident: `ident || '-2'`,
+      name: text('name'),
+      presence: `case presence when 'online' then 'offline' else 'online' end`,
+    };
     const changes: Record<string, Record<string, string>> = {
       gateway: {
-        ident: `ident || '-2'`,
-        name: `coalesce(name, '') || 'x'`,
+        ...every,
         online: `not coalesce(online, false)`,
-        firmware: `coalesce(firmware, '') || 'x'`,
+        firmware: text('firmware'),
         rssi_dbm: `coalesce(rssi_dbm, 0) - 1`,
         last_seen_at: `last_seen_at + interval '1 second'`,
-        presence: `case presence when 'online' then 'offline' else 'online' end`,
       },
       datalogger: {
+        ...every,
         gateway_id: spare!.gatewayId,
-        ident: `ident || '-2'`,
-        name: `coalesce(name, '') || 'x'`,
-        model: `coalesce(model, '') || 'x'`,
+        model: text('model'),
         interval_s: `coalesce(interval_s, 0) + 1`,
         last_seen_at: `last_seen_at + interval '1 second'`,
-        presence: `case presence when 'online' then 'offline' else 'online' end`,
       },
       sensor: {
+        ...every,
         datalogger_id: spare!.dataloggerId,
-        ident: `ident || '-2'`,
-        name: `coalesce(name, '') || 'x'`,
-        kind: `coalesce(kind, '') || 'x'`,
-        unit: `coalesce(unit, '') || 'x'`,
+        kind: text('kind'),
+        unit: text('unit'),
         last_value: `coalesce(last_value, 0) + 1`,
         last_value_at: `coalesce(last_value_at, now()) + interval '1 second'`,
         last_quality: `case last_quality when 'good' then 'bad' else 'good' end`,
-        presence: `case presence when 'online' then 'offline' else 'online' end`,
       },
     };
     const ids: Record<string, string> = {
